@@ -1,0 +1,202 @@
+use std::path::Path;
+
+use super::*;
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn problems(text: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    match parse(text, dir.path(), &no_env) {
+        Ok(_) => Vec::new(),
+        Err(problems) => problems.iter().map(ToString::to_string).collect(),
+    }
+}
+
+const MINIMAL: &str = "environment = \"stage\"\n[database]\nurl = \"postgres://app@db:5432/shop\"\n[state]\ndir = \"state\"\n";
+
+#[test]
+fn minimal_config_gets_the_documented_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = parse(MINIMAL, dir.path(), &no_env).unwrap();
+    assert_eq!(config.detect.window.0, std::time::Duration::from_secs(60));
+    assert_eq!(config.detect.min_errors, 5);
+    assert_eq!(
+        config.detect.watch_for.0,
+        std::time::Duration::from_secs(1800)
+    );
+    assert_eq!(config.server.listen.to_string(), "127.0.0.1:9187");
+    assert_eq!(config.restore.mode, RestoreMode::Manual);
+    assert_eq!(config.state.dir, dir.path().join("state"));
+}
+
+#[test]
+fn durations_take_units() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("{MINIMAL}[detect]\nwindow = \"500ms\"\nwatch_for = \"30m\"\n");
+    let config = parse(&text, dir.path(), &no_env).unwrap();
+    assert_eq!(
+        config.detect.window.0,
+        std::time::Duration::from_millis(500)
+    );
+    assert_eq!(
+        config.detect.watch_for.0,
+        std::time::Duration::from_secs(1800)
+    );
+
+    let bad = problems(&format!(
+        "{MINIMAL}[detect]\nwindow = \"5 minutes please\"\n"
+    ));
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert!(
+        bad[0].starts_with("detect.window (line 7): invalid duration"),
+        "{bad:?}"
+    );
+}
+
+#[test]
+fn every_unknown_key_is_named_with_its_line() {
+    let text = format!(
+        "{MINIMAL}[detect]\nmin_eror = 5\n[server]\nlisten = \"127.0.0.1:0\"\nlistne = \"x\"\n[[logs.file]]\npath = \"/var/log/*.log\"\nfolow = true\n"
+    );
+    let found = problems(&text);
+    assert_eq!(
+        found,
+        vec![
+            "unknown key detect.min_eror (line 7); check its spelling against config/dropguard.example.toml",
+            "unknown key server.listne (line 10); check its spelling against config/dropguard.example.toml",
+            "unknown key logs.file[0].folow (line 13); check its spelling against config/dropguard.example.toml",
+        ]
+    );
+}
+
+#[test]
+fn a_missing_variable_names_variable_key_and_line() {
+    let text = format!("{MINIMAL}[alerts.slack]\nwebhook_url = \"${{SLACK_WEBHOOK_URL}}\"\n");
+    let found = problems(&text);
+    assert_eq!(found.len(), 1);
+    assert!(
+        found[0].starts_with(
+            "alerts.slack.webhook_url (line 7): environment variable SLACK_WEBHOOK_URL is not set"
+        ),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn variables_are_expanded_in_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = |name: &str| (name == "DB_PASSWORD").then(|| "p@ss w0rd".to_string());
+    let text = "environment = \"prod\"\n[database]\nurl = \"postgres://app:${DB_PASSWORD}@db/shop\"\n[state]\ndir = \"s\"\n";
+    let config = parse(text, dir.path(), &env).unwrap();
+    assert_eq!(
+        config.database.url.expose(),
+        "postgres://app:p@ss w0rd@db/shop"
+    );
+}
+
+#[test]
+fn cross_field_problems_are_all_reported() {
+    let text = "environment = \"\"\n[database]\nurl = \"oracle://x/y\"\n[django]\nproject_dir = \"/nonexistent/app\"\n[state]\ndir = \"/dev/null/state\"\n[detect]\nmin_errors = 0\nspike_factor = 0.5\n[server]\nlisten = \"localhost\"\n";
+    let found = problems(text);
+    // The listen address is a type error: reported alone, before cross-field checks run.
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("server.listen (line 12): invalid listen address \"localhost\""),
+        "{found:?}"
+    );
+
+    let text = text.replace("listen = \"localhost\"", "listen = \"127.0.0.1:9000\"");
+    let found = problems(&text);
+    let keys: Vec<&str> = found.iter().map(|p| p.split(' ').next().unwrap()).collect();
+    assert_eq!(
+        keys,
+        vec![
+            "environment",
+            "database.url",
+            "django.project_dir",
+            "state.dir",
+            "detect.min_errors",
+            "detect.spike_factor"
+        ],
+        "{found:?}"
+    );
+    assert!(found[1].contains("unsupported database scheme \"oracle\""));
+}
+
+#[test]
+fn missing_required_keys_are_named() {
+    let found = problems("environment = \"x\"\n");
+    assert_eq!(found, vec!["database: required key database is missing"]);
+    let found = problems("environment = \"x\"\n[database]\n");
+    assert_eq!(
+        found,
+        vec!["database.url (line 2): required key database.url is missing"]
+    );
+}
+
+#[test]
+fn toml_syntax_errors_give_the_line() {
+    let found = problems("environment = \"x\"\n[database\nurl = 1\n");
+    assert_eq!(found.len(), 1);
+    assert!(found[0].starts_with("line 2: invalid TOML"), "{found:?}");
+}
+
+#[test]
+fn sqlite_paths_resolve_against_the_config_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    let text = "environment = \"demo\"\n[database]\nurl = \"sqlite://data/app.db\"\n[state]\ndir = \"state\"\n";
+    let config = parse(text, dir.path(), &no_env).unwrap();
+    assert_eq!(
+        config.database.url.expose(),
+        format!("sqlite://{}", dir.path().join("data/app.db").display())
+    );
+    let file = dir.path().join("plainfile");
+    std::fs::write(&file, "").unwrap();
+    let bad = problems(&text.replace("data/app.db", &format!("{}/app.db", file.display())));
+    assert!(bad[0].contains("is not a directory"), "{bad:?}");
+}
+
+#[test]
+fn masked_output_hides_every_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "environment = \"prod\"\n[database]\nurl = \"mysql://root:topsecret@db:3306/edxapp\"\n[state]\ndir = \"s\"\n[alerts.slack]\nwebhook_url = \"https://hooks.slack.com/services/T1/B2/SLACKSECRET\"\n[[alerts.webhook]]\nurl = \"https://hooks.internal/x?token=HOOKSECRET\"\n[server]\napi_token = \"APITOKEN\"\n";
+    let config = parse(text, dir.path(), &no_env).unwrap();
+    let shown = config.to_masked_toml();
+    for secret in ["topsecret", "SLACKSECRET", "HOOKSECRET", "APITOKEN"] {
+        assert!(!shown.contains(secret), "{secret} leaked:\n{shown}");
+    }
+    assert!(
+        shown.contains("mysql://root:********@db:3306/edxapp"),
+        "{shown}"
+    );
+    // What is shown parses back as TOML, so it can be diffed and kept.
+    let _: toml::Table = toml::from_str(&shown).unwrap();
+}
+
+#[test]
+fn rollback_command_placeholders_are_checked() {
+    let text = format!(
+        "{MINIMAL}[restore]\nmode = \"approve\"\nrollback_command = \"manage.py migrate {{app}} {{prev}}\"\n"
+    );
+    let found = problems(&text);
+    assert_eq!(found.len(), 1);
+    assert!(found[0].contains("unknown placeholder {prev}"), "{found:?}");
+}
+
+#[test]
+fn the_example_and_demo_configs_load() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let env = |_: &str| Some("from-env".to_string());
+    for name in ["dropguard.example.toml", "demo.toml"] {
+        let path = root.join("config").join(name);
+        let text = std::fs::read_to_string(&path).unwrap();
+        // The example points at production paths; check only that every key is known.
+        let doc = source::Document::parse(&text, &env).unwrap();
+        if let Err(problems) = doc.deserialize::<Config>() {
+            panic!("{name}: {problems:?}");
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! The configuration structs: plain serde data, one struct per TOML table.
+//!
+//! Unknown keys are not rejected here with `deny_unknown_fields`: that would stop at the
+//! first one. `source::Document::deserialize` wraps serde_ignored around these structs
+//! and reports every unknown key with its path and line instead. Keep every struct free
+//! of `flatten` and untagged enums, which would hide keys from serde_ignored.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::{DatabaseUrl, Secret, SecretUrl};
+
+/// A duration written as a number with a unit: "500ms", "60s", "30m", "2h".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Duration(pub std::time::Duration);
+
+impl Duration {
+    pub const fn from_secs(secs: u64) -> Self {
+        Self(std::time::Duration::from_secs(secs))
+    }
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(text.trim())
+            .map(Duration)
+            .map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "invalid duration {text:?}: write a number with a unit, like \"500ms\", \"60s\" or \"30m\""
+                ))
+            })
+    }
+}
+
+impl Serialize for Duration {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&humantime::format_duration(self.0).to_string())
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Config {
+    /// Named in every alert, so a reader knows which of test/stage/prod is hurt.
+    /// One dropguard runs per environment.
+    pub environment: String,
+    /// The application's database: where migrations are applied and data is preserved from.
+    pub database: DatabaseConfig,
+    /// The Django project whose migrations are analysed. Absent for non-Django users.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub django: Option<DjangoConfig>,
+    #[serde(default)]
+    pub state: StateConfig,
+    #[serde(default)]
+    pub logs: LogsConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub detect: DetectConfig,
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+    #[serde(default)]
+    pub restore: RestoreConfig,
+    #[serde(default)]
+    pub server: ServerConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct DatabaseConfig {
+    /// `postgres://user:pass@host:5432/db`, `mysql://user:pass@host:3306/db` or
+    /// `sqlite:///abs/path/app.db` (`sqlite://rel/path.db` is relative to the config file;
+    /// the file may appear later, its directory must be creatable).
+    /// The password is masked wherever the URL is shown.
+    pub url: DatabaseUrl,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct DjangoConfig {
+    /// The directory below which `<app>/migrations/*.py` are found; must exist.
+    pub project_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct StateConfig {
+    /// Checkpoints, journal, outbox and (by default) the vault live here. Created,
+    /// owner-only, at start-up if missing.
+    #[serde(default = "default_state_dir")]
+    pub dir: PathBuf,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self {
+            dir: default_state_dir(),
+        }
+    }
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/dropguard")
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct LogsConfig {
+    /// Application log files to tail.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub file: Vec<FileLogConfig>,
+    /// Kafka topics carrying application logs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kafka: Vec<KafkaLogConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct FileLogConfig {
+    /// A glob (`/var/log/app/*.log`); files matching it later are picked up too.
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct KafkaLogConfig {
+    /// Bootstrap brokers, comma-separated `host:port`.
+    pub brokers: String,
+    pub topic: String,
+    /// Consumer group: instances sharing it split the topic's partitions.
+    #[serde(default = "default_group_id")]
+    pub group_id: String,
+}
+
+fn default_group_id() -> String {
+    "dropguard".to_string()
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct MetricsConfig {
+    /// Application metrics endpoints to scrape (e.g. django-prometheus).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scrape: Vec<ScrapeConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ScrapeConfig {
+    /// An `http://` or `https://` URL serving the Prometheus text format. Shown with
+    /// its path and query masked, since they sometimes carry tokens.
+    pub url: SecretUrl,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct DetectConfig {
+    /// The sliding window in which correlated errors are counted.
+    #[serde(default = "default_window")]
+    pub window: Duration,
+    /// Correlated errors within `window` that open an incident.
+    #[serde(default = "default_min_errors")]
+    pub min_errors: u64,
+    /// An incident also opens when the error rate exceeds this many times the
+    /// pre-deploy baseline during a watch window. Must be greater than 1.
+    #[serde(default = "default_spike_factor")]
+    pub spike_factor: f64,
+    /// How long after a deploy errors are correlated with it.
+    #[serde(default = "default_watch_for")]
+    pub watch_for: Duration,
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        Self {
+            window: default_window(),
+            min_errors: default_min_errors(),
+            spike_factor: default_spike_factor(),
+            watch_for: default_watch_for(),
+        }
+    }
+}
+
+fn default_window() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_min_errors() -> u64 {
+    5
+}
+fn default_spike_factor() -> f64 {
+    3.0
+}
+fn default_watch_for() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct AlertsConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slack: Option<SlackConfig>,
+    /// Generic JSON webhooks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhook: Vec<WebhookConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct SlackConfig {
+    /// A Slack incoming-webhook URL. Its path is the credential: always masked.
+    pub webhook_url: SecretUrl,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct WebhookConfig {
+    /// Receives a JSON body per incident state change. Path and query are masked when shown.
+    pub url: SecretUrl,
+}
+
+/// Who runs a restore once an incident is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RestoreMode {
+    /// The alert carries the commands; a person runs them.
+    #[default]
+    Manual,
+    /// An API/CLI approval runs the rollback command, then the restore.
+    Approve,
+    /// dropguard rolls back and restores on its own.
+    Auto,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct RestoreConfig {
+    #[serde(default)]
+    pub mode: RestoreMode,
+    /// The schema rollback, with `{app}`, `{previous}` and `{migration}` filled in.
+    #[serde(default = "default_rollback_command")]
+    pub rollback_command: String,
+}
+
+impl Default for RestoreConfig {
+    fn default() -> Self {
+        Self {
+            mode: RestoreMode::default(),
+            rollback_command: default_rollback_command(),
+        }
+    }
+}
+
+fn default_rollback_command() -> String {
+    "python manage.py migrate {app} {previous}".to_string()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ServerConfig {
+    /// Address of the HTTP server (/metrics, health, API). Port 0 picks a free port.
+    #[serde(default = "default_listen", with = "socket_addr")]
+    pub listen: SocketAddr,
+    /// Bearer token required by the mutating API endpoints. Never shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_token: Option<Secret>,
+    /// On SIGTERM/SIGINT, how long in-flight work may take to finish before exit.
+    #[serde(default = "default_grace_period")]
+    pub grace_period: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            api_token: None,
+            grace_period: default_grace_period(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9187))
+}
+fn default_grace_period() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// `server.listen` as text, with an error that shows the expected form.
+mod socket_addr {
+    use std::net::SocketAddr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.trim().parse().map_err(|_| {
+            serde::de::Error::custom(format!(
+                "invalid listen address {text:?}: write IP:PORT, like \"127.0.0.1:9187\" or \"[::]:9187\""
+            ))
+        })
+    }
+
+    pub fn serialize<S: Serializer>(addr: &SocketAddr, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(addr)
+    }
+}

@@ -1,0 +1,274 @@
+//! Checks that need more than one value or a look at the file system, and the
+//! normalization `check-config` shows (absolute paths, canonical SQLite URLs).
+
+use std::path::{Path, PathBuf};
+
+use super::source::Document;
+use super::{Config, DatabaseUrl, Problem, RestoreMode, SecretUrl};
+
+/// The placeholders `restore.rollback_command` may use.
+const ROLLBACK_PLACEHOLDERS: [&str; 3] = ["app", "previous", "migration"];
+
+struct Checker<'a> {
+    doc: &'a Document,
+    base_dir: &'a Path,
+    problems: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn problem(&mut self, key: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            key: key.to_string(),
+            line: self.doc.line(key),
+            message: message.into(),
+        });
+    }
+
+    /// Makes `path` absolute against the config file's directory, and folds `.` and
+    /// `..` so that messages and `check-config` show the path the user means.
+    fn resolve(&self, path: &Path) -> PathBuf {
+        use std::path::Component;
+        let mut out = PathBuf::new();
+        for component in self.base_dir.join(path).components() {
+            match component {
+                Component::CurDir => {}
+                Component::ParentDir => {
+                    out.pop();
+                }
+                other => out.push(other),
+            }
+        }
+        out
+    }
+
+    fn http_url(&mut self, key: &str, url: &SecretUrl) {
+        match url::Url::parse(url.expose()) {
+            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.has_host() => {}
+            Ok(_) => self.problem(key, "must be an http:// or https:// URL with a host"),
+            Err(err) => self.problem(key, format!("not a valid URL ({err})")),
+        }
+    }
+
+    fn database_url(&mut self, url: &mut DatabaseUrl) {
+        const KEY: &str = "database.url";
+        let text = url.expose().trim().to_string();
+        if let Some(rest) = text.strip_prefix("sqlite:") {
+            let rest = rest.strip_prefix("//").unwrap_or(rest);
+            let (file, query) = match rest.split_once('?') {
+                Some((file, query)) => (file, Some(query)),
+                None => (rest, None),
+            };
+            if file.is_empty() || file == ":memory:" {
+                self.problem(
+                    KEY,
+                    "a SQLite URL must name the application's database file, like sqlite:///srv/app/db.sqlite3",
+                );
+                return;
+            }
+            let file = self.resolve(Path::new(file));
+            if let Some(dir) = file.parent()
+                && let Err(message) = creatable_dir(dir)
+            {
+                self.problem(KEY, format!("the SQLite file's directory: {message}"));
+                return;
+            }
+            let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+            *url = DatabaseUrl::new(format!("sqlite://{}{query}", file.display()));
+            return;
+        }
+        let parsed = match url::Url::parse(&text) {
+            Ok(parsed) => parsed,
+            Err(err) => {
+                self.problem(
+                    KEY,
+                    format!(
+                        "not a valid URL ({err}); write postgres://user@host:5432/db, mysql://user@host:3306/db or sqlite:///path/app.db"
+                    ),
+                );
+                return;
+            }
+        };
+        match parsed.scheme() {
+            "postgres" | "postgresql" | "mysql" | "mariadb" => {
+                if !parsed.has_host() || parsed.host_str() == Some("") {
+                    self.problem(KEY, "the URL has no host");
+                }
+                if parsed.path().trim_start_matches('/').is_empty() {
+                    self.problem(
+                        KEY,
+                        "the URL names no database; add it as the path, like postgres://user@host:5432/shop",
+                    );
+                }
+            }
+            other => self.problem(
+                KEY,
+                format!("unsupported database scheme {other:?}: use postgres, mysql or sqlite"),
+            ),
+        }
+    }
+}
+
+/// Checks `config` and normalizes it in place; returns every problem found.
+pub fn validate(config: &mut Config, base_dir: &Path, doc: &Document) -> Vec<Problem> {
+    let mut check = Checker {
+        doc,
+        base_dir,
+        problems: Vec::new(),
+    };
+
+    if config.environment.trim().is_empty() {
+        check.problem(
+            "environment",
+            "must name the environment, like \"prod\"; it is shown in every alert",
+        );
+    }
+
+    check.database_url(&mut config.database.url);
+
+    if let Some(django) = &mut config.django {
+        django.project_dir = check.resolve(&django.project_dir);
+        if !django.project_dir.is_dir() {
+            let dir = django.project_dir.display().to_string();
+            check.problem(
+                "django.project_dir",
+                format!("directory {dir} does not exist; point it at the Django project (the folder holding manage.py)"),
+            );
+        }
+    }
+
+    config.state.dir = check.resolve(&config.state.dir);
+    let state_dir = config.state.dir.clone();
+    if let Err(message) = creatable_dir(&state_dir) {
+        check.problem("state.dir", message);
+    }
+
+    for (index, file) in config.logs.file.iter_mut().enumerate() {
+        if file.path.trim().is_empty() {
+            check.problem(
+                &format!("logs.file[{index}].path"),
+                "must be a path or glob, like /var/log/app/*.log",
+            );
+        } else {
+            file.path = check.resolve(Path::new(&file.path)).display().to_string();
+        }
+    }
+
+    for (index, kafka) in config.logs.kafka.iter().enumerate() {
+        let key = |field: &str| format!("logs.kafka[{index}].{field}");
+        let brokers_ok = kafka.brokers.split(',').all(|broker| {
+            broker
+                .trim()
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+        });
+        if !brokers_ok {
+            check.problem(
+                &key("brokers"),
+                format!(
+                    "{:?} is not a comma-separated list of host:port",
+                    kafka.brokers
+                ),
+            );
+        }
+        if kafka.topic.trim().is_empty() {
+            check.problem(&key("topic"), "must name the topic");
+        }
+        if kafka.group_id.trim().is_empty() {
+            check.problem(&key("group_id"), "must name the consumer group");
+        }
+    }
+
+    for (index, scrape) in config.metrics.scrape.iter().enumerate() {
+        check.http_url(&format!("metrics.scrape[{index}].url"), &scrape.url);
+    }
+
+    let detect = &config.detect;
+    if detect.window.0.is_zero() {
+        check.problem("detect.window", "must be longer than zero");
+    }
+    if detect.min_errors == 0 {
+        check.problem(
+            "detect.min_errors",
+            "must be at least 1, or every deploy opens an incident",
+        );
+    }
+    if !(detect.spike_factor.is_finite() && detect.spike_factor > 1.0) {
+        check.problem(
+            "detect.spike_factor",
+            format!(
+                "must be a number greater than 1 (got {})",
+                detect.spike_factor
+            ),
+        );
+    }
+    if detect.watch_for < detect.window {
+        check.problem(
+            "detect.watch_for",
+            "must be at least as long as detect.window",
+        );
+    }
+
+    if let Some(slack) = &config.alerts.slack {
+        check.http_url("alerts.slack.webhook_url", &slack.webhook_url);
+    }
+    for (index, hook) in config.alerts.webhook.iter().enumerate() {
+        check.http_url(&format!("alerts.webhook[{index}].url"), &hook.url);
+    }
+
+    let command = config.restore.rollback_command.clone();
+    if command.trim().is_empty() {
+        if config.restore.mode != RestoreMode::Manual {
+            check.problem(
+                "restore.rollback_command",
+                "is required when restore.mode is approve or auto",
+            );
+        }
+    } else {
+        for placeholder in placeholders(&command) {
+            if !ROLLBACK_PLACEHOLDERS.contains(&placeholder) {
+                check.problem(
+                    "restore.rollback_command",
+                    format!(
+                        "unknown placeholder {{{placeholder}}}; use {{app}}, {{previous}} or {{migration}}"
+                    ),
+                );
+            }
+        }
+    }
+
+    if let Some(token) = &config.server.api_token
+        && token.expose().trim().is_empty()
+    {
+        check.problem(
+            "server.api_token",
+            "is empty; set a long random token or remove the key",
+        );
+    }
+
+    check.problems
+}
+
+/// A directory dropguard can create if missing: it, or its nearest existing ancestor,
+/// is a directory.
+fn creatable_dir(dir: &Path) -> Result<(), String> {
+    let existing = dir.ancestors().find(|path| path.exists());
+    match existing {
+        Some(path) if path.is_dir() => Ok(()),
+        Some(path) if path == dir => {
+            Err(format!("{} exists and is not a directory", dir.display()))
+        }
+        Some(path) => Err(format!(
+            "{} cannot be created: {} is not a directory",
+            dir.display(),
+            path.display()
+        )),
+        None => Err(format!("{} cannot be created", dir.display())),
+    }
+}
+
+fn placeholders(command: &str) -> impl Iterator<Item = &str> {
+    command
+        .split('{')
+        .skip(1)
+        .filter_map(|part| part.split_once('}').map(|(name, _)| name))
+}

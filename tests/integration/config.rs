@@ -1,0 +1,146 @@
+//! Configuration errors as the operator meets them: `check-config` and `run` name
+//! every problem and exit 64.
+
+use crate::harness::{Workspace, run_with_env, stderr, stdout};
+
+const EXIT_CONFIG: Option<i32> = Some(64);
+
+fn check(ws: &Workspace) -> (Option<i32>, String) {
+    let output = ws.run(&["check-config"]);
+    (output.status.code(), stderr(&output))
+}
+
+#[test]
+fn unknown_key_is_named_with_path_and_line() {
+    let ws = Workspace::new();
+    ws.sqlite_config("[detect]\nwindow = \"60s\"\nmin_eror = 5\n");
+    let (code, err) = check(&ws);
+    assert_eq!(code, EXIT_CONFIG);
+    assert!(
+        err.contains("unknown key detect.min_eror (line 8)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_environment_variable_is_named() {
+    let ws = Workspace::new();
+    ws.sqlite_config("[server]\napi_token = \"${DROPGUARD_TEST_UNSET_TOKEN}\"\n");
+    let (code, err) = check(&ws);
+    assert_eq!(code, EXIT_CONFIG);
+    assert!(
+        err.contains(
+            "server.api_token (line 7): environment variable DROPGUARD_TEST_UNSET_TOKEN is not set"
+        ),
+        "{err}"
+    );
+
+    let output = run_with_env(
+        &["check-config"],
+        &ws.config_path(),
+        &[("DROPGUARD_TEST_UNSET_TOKEN", "tok-123456")],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(!stdout(&output).contains("tok-123456"), "the token leaked");
+}
+
+#[test]
+fn bad_duration_is_explained() {
+    let ws = Workspace::new();
+    ws.sqlite_config("[detect]\nwatch_for = \"half an hour\"\n");
+    let (code, err) = check(&ws);
+    assert_eq!(code, EXIT_CONFIG);
+    assert!(
+        err.contains("detect.watch_for (line 7): invalid duration \"half an hour\""),
+        "{err}"
+    );
+    assert!(err.contains("\"500ms\", \"60s\" or \"30m\""), "{err}");
+}
+
+#[test]
+fn every_cross_field_problem_is_listed() {
+    let ws = Workspace::new();
+    ws.write_config(
+        "environment = \"stage\"\n[database]\nurl = \"mongodb://db/app\"\n[django]\nproject_dir = \"no-such-project\"\n[[metrics.scrape]]\nurl = \"ftp://x/metrics\"\n",
+    );
+    let (code, err) = check(&ws);
+    assert_eq!(code, EXIT_CONFIG);
+    assert!(err.contains("has 3 problems"), "{err}");
+    assert!(
+        err.contains("database.url (line 3): unsupported database scheme \"mongodb\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("django.project_dir (line 5): directory"),
+        "{err}"
+    );
+    assert!(
+        err.contains("metrics.scrape[0].url (line 7): must be an http:// or https:// URL"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_listen_address_is_rejected() {
+    let ws = Workspace::new();
+    ws.sqlite_config("[server]\nlisten = \"localhost:99999\"\n");
+    let (code, err) = check(&ws);
+    assert_eq!(code, EXIT_CONFIG);
+    assert!(
+        err.contains("server.listen (line 7): invalid listen address"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_config_file_says_how_to_point_at_one() {
+    let ws = Workspace::new();
+    let (code, err) = check(&ws);
+    assert_eq!(code, EXIT_CONFIG);
+    assert!(
+        err.contains("file not found") && err.contains("--config"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_config_prints_the_normalized_config_with_secrets_masked() {
+    let ws = Workspace::new();
+    ws.write_config(
+        "environment = \"prod\"\n[database]\nurl = \"postgres://app:pg-secret-pw@db:5432/shop\"\n[state]\ndir = \"./state/../state\"\n[alerts.slack]\nwebhook_url = \"https://hooks.slack.com/services/T0/B0/slack-secret-path\"\n[server]\napi_token = \"api-secret-token\"\n",
+    );
+    let output = ws.run(&["check-config"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let shown = stdout(&output);
+    for secret in ["pg-secret-pw", "slack-secret-path", "api-secret-token"] {
+        assert!(!shown.contains(secret), "{secret} leaked:\n{shown}");
+    }
+    let table: toml::Table = toml::from_str(&shown).expect("check-config prints TOML");
+    assert_eq!(
+        table["database"]["url"].as_str(),
+        Some("postgres://app:********@db:5432/shop")
+    );
+    let state = ws.path().join("state");
+    assert_eq!(
+        table["state"]["dir"].as_str(),
+        Some(state.to_str().unwrap())
+    );
+    assert_eq!(table["detect"]["window"].as_str(), Some("1m"));
+}
+
+#[test]
+fn run_with_a_bad_config_exits_64_before_binding() {
+    // The listen address is held by this test: had the daemon tried to bind before
+    // validating, it would fail on the port, not on the config.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = held.local_addr().unwrap();
+    let ws = Workspace::new();
+    ws.sqlite_config(&format!(
+        "[server]\nlisten = \"{addr}\"\n[detect]\nmin_errors = 0\n"
+    ));
+    let output = ws.run(&["run"]);
+    assert_eq!(output.status.code(), EXIT_CONFIG, "{}", stderr(&output));
+    let err = stderr(&output);
+    assert!(err.contains("detect.min_errors (line 9)"), "{err}");
+    assert!(!err.contains("cannot listen"), "{err}");
+}

@@ -1,0 +1,8 @@
+//! The one integration-test binary: the `dropguard` executable driven as a user
+//! would, through its command line, its configuration and its HTTP port.
+
+mod harness;
+
+mod cli;
+mod config;
+mod daemon;
