@@ -4,17 +4,18 @@
 //! actions**. Where things live:
 //!
 //! - [`config`]: the TOML file, `${VAR}` expansion, validation, secret masking;
+//! - [`db`]: the one adapter trait over PostgreSQL, MySQL/MariaDB and SQLite;
 //! - [`app`]: the only wiring — builds every stage, connects them, readiness, shutdown;
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz` and the API, on hyper;
 //! - [`health`]: which components are ready;
 //! - [`telemetry`]: every metric, with its help text.
 //!
-//! Migration analysis, the vault, sources, detection and actions arrive as their own
-//! modules; `sources`, `detect` and `actions` will never import one another.
+//! The vault, sources, detection and actions arrive as their own modules; `sources`, `detect` and `actions` will never import one another.
 
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod db;
 pub mod health;
 pub mod http;
 pub mod telemetry;

@@ -52,6 +52,9 @@ pub struct Config {
     /// The Django project whose migrations are analysed. Absent for non-Django users.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub django: Option<DjangoConfig>,
+    /// Folders of plain SQL migrations, for applications not on Django.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sql: Option<SqlConfig>,
     #[serde(default)]
     pub state: StateConfig,
     #[serde(default)]
@@ -81,6 +84,38 @@ pub struct DatabaseConfig {
 pub struct DjangoConfig {
     /// The directory below which `<app>/migrations/*.py` are found; must exist.
     pub project_dir: PathBuf,
+    /// `settings.AUTH_USER_MODEL`, as `app_label.ModelName`: what
+    /// `swappable_dependency(settings.AUTH_USER_MODEL)` and FKs to it resolve to.
+    #[serde(default = "default_auth_user_model")]
+    pub auth_user_model: String,
+}
+
+fn default_auth_user_model() -> String {
+    "auth.User".to_string()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct SqlConfig {
+    /// A folder of `*.sql` or `*.up.sql` files applied in file-name order (`*.down.sql`
+    /// are ignored); must exist.
+    pub dir: PathBuf,
+    /// The table where the migration tool records applied versions (golang-migrate,
+    /// dbmate and sqlx use `schema_migrations`-like tables). A file is pending when its
+    /// version (the leading digits of its name) is above every recorded version and
+    /// not recorded itself; without the table, every file is pending.
+    #[serde(default = "default_history_table")]
+    pub history_table: String,
+    /// The column of `history_table` holding the version.
+    #[serde(default = "default_version_column")]
+    pub version_column: String,
+}
+
+fn default_history_table() -> String {
+    "schema_migrations".to_string()
+}
+
+fn default_version_column() -> String {
+    "version".to_string()
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

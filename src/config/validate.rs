@@ -136,6 +136,41 @@ pub fn validate(config: &mut Config, base_dir: &Path, doc: &Document) -> Vec<Pro
         }
     }
 
+    if let Some(django) = &config.django {
+        let model = &django.auth_user_model;
+        if model
+            .split_once('.')
+            .is_none_or(|(app, name)| app.is_empty() || name.is_empty() || name.contains('.'))
+        {
+            check.problem(
+                "django.auth_user_model",
+                format!("{model:?} is not app_label.ModelName, like \"accounts.User\""),
+            );
+        }
+    }
+
+    if let Some(sql) = &mut config.sql {
+        sql.dir = check.resolve(&sql.dir);
+        if !sql.dir.is_dir() {
+            let dir = sql.dir.display().to_string();
+            check.problem(
+                "sql.dir",
+                format!(
+                    "directory {dir} does not exist; point it at the folder of .sql migrations"
+                ),
+            );
+        }
+        if sql.history_table.trim().is_empty() {
+            check.problem(
+                "sql.history_table",
+                "must name the table of applied versions",
+            );
+        }
+        if sql.version_column.trim().is_empty() {
+            check.problem("sql.version_column", "must name the version column");
+        }
+    }
+
     config.state.dir = check.resolve(&config.state.dir);
     let state_dir = config.state.dir.clone();
     if let Err(message) = creatable_dir(&state_dir) {

@@ -184,3 +184,136 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// The engines the tests run against: real servers and SQLite files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineKind {
+    Sqlite,
+    Postgres,
+    Mysql,
+}
+
+pub const ENGINES: [EngineKind; 3] = [EngineKind::Sqlite, EngineKind::Postgres, EngineKind::Mysql];
+
+/// A scratch database, dropped when this goes out of scope.
+pub struct TestDb {
+    pub kind: EngineKind,
+    /// What `database.url` and Django's settings are given.
+    pub url: String,
+    name: String,
+    admin_url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn admin_url(kind: EngineKind) -> String {
+    match kind {
+        EngineKind::Postgres => std::env::var("DROPGUARD_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string()),
+        EngineKind::Mysql => std::env::var("DROPGUARD_TEST_MYSQL_URL")
+            .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/mysql".to_string()),
+        EngineKind::Sqlite => String::new(),
+    }
+}
+
+/// Runs `future` to completion on a runtime of its own, on a thread of its own, so
+/// that sync helpers work from async tests too.
+pub fn block_on<F>(future: F) -> F::Output
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("building a runtime")
+                    .block_on(future)
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// Runs one administrative statement on a server (CREATE/DROP DATABASE).
+fn admin(kind: EngineKind, sql: &str) {
+    use sqlx::{AssertSqlSafe, Connection};
+    let url = admin_url(kind);
+    block_on(async {
+        match kind {
+            EngineKind::Postgres => {
+                let mut conn = sqlx::PgConnection::connect(&url)
+                    .await
+                    .unwrap_or_else(|err| panic!("PostgreSQL at {url} is required: {err}"));
+                sqlx::raw_sql(AssertSqlSafe(sql))
+                    .execute(&mut conn)
+                    .await
+                    .map(|_| ())
+            }
+            EngineKind::Mysql => {
+                let mut conn = sqlx::MySqlConnection::connect(&url)
+                    .await
+                    .unwrap_or_else(|err| panic!("MariaDB/MySQL at {url} is required: {err}"));
+                sqlx::raw_sql(AssertSqlSafe(sql))
+                    .execute(&mut conn)
+                    .await
+                    .map(|_| ())
+            }
+            EngineKind::Sqlite => unreachable!("SQLite needs no server"),
+        }
+        .unwrap_or_else(|err| panic!("{sql}: {err}"));
+    });
+}
+
+impl TestDb {
+    /// A new empty database named after `label`. Its `url` serves both dropguard and
+    /// the fixture's Django settings (which take `sqlite:///abs/path` too).
+    pub fn create(kind: EngineKind, label: &str) -> Self {
+        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let name = format!("dg_{label}_{}_{n}", std::process::id());
+        match kind {
+            EngineKind::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!(
+                    "sqlite://{}",
+                    dir.path().join(format!("{name}.db")).display()
+                );
+                Self {
+                    kind,
+                    url,
+                    name,
+                    admin_url: String::new(),
+                    _dir: Some(dir),
+                }
+            }
+            EngineKind::Postgres | EngineKind::Mysql => {
+                let admin_url = admin_url(kind);
+                admin(kind, &format!("CREATE DATABASE {name}"));
+                let base = admin_url.rsplit_once('/').expect("admin url has a path").0;
+                Self {
+                    kind,
+                    url: format!("{base}/{name}"),
+                    name,
+                    admin_url,
+                    _dir: None,
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if self.admin_url.is_empty() {
+            return;
+        }
+        let sql = match self.kind {
+            EngineKind::Postgres => format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            _ => format!("DROP DATABASE IF EXISTS {}", self.name),
+        };
+        // Never panic in drop: a leftover scratch database is only clutter.
+        let _ = std::panic::catch_unwind(|| admin(self.kind, &sql));
+    }
+}

@@ -6,3 +6,4 @@ mod harness;
 mod cli;
 mod config;
 mod daemon;
+mod db;

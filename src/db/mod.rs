@@ -1,0 +1,242 @@
+//! The database layer: one [`Adapter`] trait over sqlx, with PostgreSQL,
+//! MySQL/MariaDB and SQLite behind it.
+//!
+//! Everything that reads or writes the application's database goes through here.
+//! Identifiers are always quoted by the adapter ([`Engine::quote`]): a table called
+//! `x"; DROP TABLE y; --` is just a name. Values are always bound, never formatted
+//! into SQL.
+
+mod mysql;
+mod postgres;
+mod sqlite;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::config::DatabaseUrl;
+
+/// How long to wait for a connection before reporting the database unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The database engines dropguard speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    Postgres,
+    Mysql,
+    Sqlite,
+}
+
+impl fmt::Display for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Engine::Postgres => "postgres",
+            Engine::Mysql => "mysql",
+            Engine::Sqlite => "sqlite",
+        })
+    }
+}
+
+impl Engine {
+    /// The engine a database URL names, from its scheme.
+    pub fn from_url(url: &str) -> Option<Self> {
+        let scheme = url.split_once(':')?.0;
+        match scheme {
+            "postgres" | "postgresql" => Some(Engine::Postgres),
+            "mysql" | "mariadb" => Some(Engine::Mysql),
+            "sqlite" => Some(Engine::Sqlite),
+            _ => None,
+        }
+    }
+
+    /// Quotes an identifier for this engine, doubling the quote character inside it.
+    pub fn quote(self, name: &str) -> String {
+        let quote = match self {
+            Engine::Mysql => '`',
+            Engine::Postgres | Engine::Sqlite => '"',
+        };
+        let mut quoted = String::with_capacity(name.len() + 2);
+        quoted.push(quote);
+        for c in name.chars() {
+            if c == quote {
+                quoted.push(quote);
+            }
+            quoted.push(c);
+        }
+        quoted.push(quote);
+        quoted
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("cannot connect to {url}: {source}; check database.url and that the server is up")]
+    Connect {
+        /// The URL with its password masked.
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("unsupported database URL {url}: use postgres://, mysql:// or sqlite://")]
+    Scheme { url: String },
+    #[error("{what}: {source}")]
+    Query {
+        what: String,
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+impl DbError {
+    fn query(what: impl Into<String>) -> impl FnOnce(sqlx::Error) -> DbError {
+        let what = what.into();
+        move |source| DbError::Query { what, source }
+    }
+}
+
+/// A column as the database declares it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ColumnInfo {
+    pub name: String,
+    /// The type as the database spells it (`numeric(12,2)`, `varchar(40)`,
+    /// `bigint unsigned`), needed to cast preserved text back on restore.
+    pub declared_type: String,
+    pub nullable: bool,
+}
+
+/// A foreign key of a table: restore writes referenced tables first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ForeignKey {
+    pub columns: Vec<String>,
+    pub referenced_table: String,
+    pub referenced_columns: Vec<String>,
+}
+
+/// What dropguard needs to know of a table to preserve and restore it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TableInfo {
+    pub name: String,
+    /// In table order.
+    pub columns: Vec<ColumnInfo>,
+    /// In key order; empty when the table has none.
+    pub primary_key: Vec<String>,
+    pub foreign_keys: Vec<ForeignKey>,
+    /// The column whose values a sequence, identity or auto-increment generates:
+    /// after explicit ids are restored, its counter must be moved past them.
+    pub generated_key: Option<String>,
+}
+
+/// A migration recorded as applied: (app, name).
+pub type Applied = BTreeSet<(String, String)>;
+
+/// What dropguard needs from the application's database.
+#[async_trait]
+pub trait Adapter: Send + Sync {
+    fn engine(&self) -> Engine;
+
+    /// The server's version string, recorded in snapshots.
+    async fn server_version(&self) -> Result<String, DbError>;
+
+    /// Whether a table exists (in the current schema/database).
+    async fn table_exists(&self, table: &str) -> Result<bool, DbError>;
+
+    /// Columns, primary key, foreign keys and generated key of `table`; `None` when
+    /// the table does not exist.
+    async fn introspect(&self, table: &str) -> Result<Option<TableInfo>, DbError>;
+
+    /// Rows of `table`.
+    async fn count_rows(&self, table: &str) -> Result<u64, DbError> {
+        let sql = format!("SELECT COUNT(*) FROM {}", self.engine().quote(table));
+        self.count(&sql, &format!("counting the rows of {table}"))
+            .await
+    }
+
+    /// Rows of `table` where at least one of `columns` is not NULL: the rows whose
+    /// values a column drop destroys.
+    async fn count_non_null(&self, table: &str, columns: &[String]) -> Result<u64, DbError> {
+        let engine = self.engine();
+        let condition = columns
+            .iter()
+            .map(|column| format!("{} IS NOT NULL", engine.quote(column)))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let sql = format!(
+            "SELECT COUNT(*) FROM {} WHERE {condition}",
+            engine.quote(table)
+        );
+        let what = format!("counting the values of {table}.{}", columns.join(","));
+        self.count(&sql, &what).await
+    }
+
+    /// Runs a query returning one integer. `sql` is built from quoted identifiers only.
+    async fn count(&self, sql: &str, what: &str) -> Result<u64, DbError>;
+
+    /// Runs a query returning rows of two text columns. `sql` is built from quoted
+    /// identifiers only.
+    async fn string_pairs(&self, sql: &str, what: &str) -> Result<Vec<(String, String)>, DbError>;
+
+    /// The rows of `django_migrations`; an empty set when the table does not exist
+    /// (nothing is applied yet).
+    async fn applied_migrations(&self) -> Result<Applied, DbError> {
+        if !self.table_exists("django_migrations").await? {
+            return Ok(Applied::new());
+        }
+        let pairs = self
+            .string_pairs(
+                "SELECT app, name FROM django_migrations",
+                "reading django_migrations",
+            )
+            .await?;
+        Ok(pairs.into_iter().collect())
+    }
+
+    async fn close(&self);
+}
+
+/// Connects to the database `url` names.
+pub async fn connect(url: &DatabaseUrl) -> Result<Box<dyn Adapter>, DbError> {
+    let text = url.expose();
+    let fail = |source| DbError::Connect {
+        url: url.masked(),
+        source,
+    };
+    match Engine::from_url(text) {
+        Some(Engine::Postgres) => Ok(Box::new(
+            postgres::Postgres::connect(text).await.map_err(fail)?,
+        )),
+        Some(Engine::Mysql) => Ok(Box::new(mysql::Mysql::connect(text).await.map_err(fail)?)),
+        Some(Engine::Sqlite) => Ok(Box::new(sqlite::Sqlite::connect(text).await.map_err(fail)?)),
+        None => Err(DbError::Scheme { url: url.masked() }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_quoted_and_escaped() {
+        assert_eq!(Engine::Postgres.quote("order"), "\"order\"");
+        assert_eq!(
+            Engine::Postgres.quote("x\"; DROP TABLE y; --"),
+            "\"x\"\"; DROP TABLE y; --\""
+        );
+        assert_eq!(Engine::Mysql.quote("we`ird"), "`we``ird`");
+        assert_eq!(Engine::Sqlite.quote("a\"b"), "\"a\"\"b\"");
+    }
+
+    #[test]
+    fn engines_come_from_url_schemes() {
+        assert_eq!(
+            Engine::from_url("postgresql://h/db"),
+            Some(Engine::Postgres)
+        );
+        assert_eq!(Engine::from_url("mariadb://h/db"), Some(Engine::Mysql));
+        assert_eq!(Engine::from_url("sqlite:///x.db"), Some(Engine::Sqlite));
+        assert_eq!(Engine::from_url("oracle://h"), None);
+    }
+}

@@ -1,0 +1,167 @@
+//! MySQL and MariaDB behind the [`Adapter`] trait. Tables are looked up in the
+//! database the URL names (`DATABASE()`).
+
+use async_trait::async_trait;
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+use sqlx::{AssertSqlSafe, Connection, Row};
+use std::str::FromStr;
+
+use super::{Adapter, CONNECT_TIMEOUT, ColumnInfo, DbError, Engine, ForeignKey, TableInfo};
+
+pub struct Mysql {
+    pool: MySqlPool,
+}
+
+impl Mysql {
+    pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
+        // sqlx knows the mysql:// scheme only; MariaDB speaks the same protocol.
+        let url = match url.strip_prefix("mariadb:") {
+            Some(rest) => format!("mysql:{rest}"),
+            None => url.to_string(),
+        };
+        let options = MySqlConnectOptions::from_str(&url)?;
+        // One direct connection first: a refused or misconfigured server fails at
+        // once with its own error, instead of after the pool's retries time out.
+        sqlx::MySqlConnection::connect_with(&options)
+            .await?
+            .close()
+            .await?;
+        let pool = MySqlPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+}
+
+#[async_trait]
+impl Adapter for Mysql {
+    fn engine(&self) -> Engine {
+        Engine::Mysql
+    }
+
+    async fn server_version(&self) -> Result<String, DbError> {
+        sqlx::query_scalar("SELECT CAST(VERSION() AS CHAR)")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(DbError::query("reading the server version"))
+    }
+
+    async fn table_exists(&self, table: &str) -> Result<bool, DbError> {
+        let found: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM information_schema.tables \
+             WHERE table_schema = DATABASE() AND table_name = ?",
+        )
+        .bind(table)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(DbError::query(format!("looking up table {table}")))?;
+        Ok(found > 0)
+    }
+
+    async fn introspect(&self, table: &str) -> Result<Option<TableInfo>, DbError> {
+        let what = || format!("reading the definition of table {table}");
+        let columns = sqlx::query(
+            "SELECT CAST(column_name AS CHAR), CAST(column_type AS CHAR), is_nullable = 'YES', \
+                    extra LIKE '%auto_increment%', CAST(column_key AS CHAR) \
+             FROM information_schema.columns \
+             WHERE table_schema = DATABASE() AND table_name = ? ORDER BY ordinal_position",
+        )
+        .bind(table)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(DbError::query(what()))?;
+        if columns.is_empty() {
+            return Ok(None);
+        }
+        let mut info = TableInfo {
+            name: table.to_string(),
+            columns: Vec::new(),
+            primary_key: Vec::new(),
+            foreign_keys: Vec::new(),
+            generated_key: None,
+        };
+        for row in &columns {
+            let name: String = row.try_get(0).map_err(DbError::query(what()))?;
+            let generated: bool = row.try_get(3).map_err(DbError::query(what()))?;
+            if generated {
+                info.generated_key = Some(name.clone());
+            }
+            info.columns.push(ColumnInfo {
+                name,
+                declared_type: row.try_get(1).map_err(DbError::query(what()))?,
+                nullable: row.try_get(2).map_err(DbError::query(what()))?,
+            });
+        }
+        let keys = sqlx::query(
+            "SELECT CAST(constraint_name AS CHAR), CAST(column_name AS CHAR), \
+                    CAST(COALESCE(referenced_table_name, '') AS CHAR), CAST(COALESCE(referenced_column_name, '') AS CHAR) \
+             FROM information_schema.key_column_usage \
+             WHERE table_schema = DATABASE() AND table_name = ? \
+               AND (constraint_name = 'PRIMARY' OR referenced_table_name IS NOT NULL) \
+             ORDER BY constraint_name, ordinal_position",
+        )
+        .bind(table)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(DbError::query(what()))?;
+        let mut current: Option<(String, ForeignKey)> = None;
+        for row in &keys {
+            let constraint: String = row.try_get(0).map_err(DbError::query(what()))?;
+            let column: String = row.try_get(1).map_err(DbError::query(what()))?;
+            if constraint == "PRIMARY" {
+                info.primary_key.push(column);
+                continue;
+            }
+            let referenced_table: String = row.try_get(2).map_err(DbError::query(what()))?;
+            let referenced_column: String = row.try_get(3).map_err(DbError::query(what()))?;
+            match &mut current {
+                Some((name, fk)) if *name == constraint => {
+                    fk.columns.push(column);
+                    fk.referenced_columns.push(referenced_column);
+                }
+                _ => {
+                    if let Some((_, fk)) = current.take() {
+                        info.foreign_keys.push(fk);
+                    }
+                    current = Some((
+                        constraint,
+                        ForeignKey {
+                            columns: vec![column],
+                            referenced_table,
+                            referenced_columns: vec![referenced_column],
+                        },
+                    ));
+                }
+            }
+        }
+        if let Some((_, fk)) = current {
+            info.foreign_keys.push(fk);
+        }
+        Ok(Some(info))
+    }
+
+    async fn count(&self, sql: &str, what: &str) -> Result<u64, DbError> {
+        let count: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(DbError::query(what))?;
+        Ok(count.unsigned_abs())
+    }
+
+    async fn string_pairs(&self, sql: &str, what: &str) -> Result<Vec<(String, String)>, DbError> {
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(DbError::query(what))?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(DbError::query(what))
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,148 @@
+//! SQLite behind the [`Adapter`] trait.
+//!
+//! One connection only: after DDL, other pooled connections were seen keeping a stale
+//! schema (STACK.md), and the application's file is never ours to create.
+
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use sqlx::{AssertSqlSafe, Row};
+
+use super::{Adapter, CONNECT_TIMEOUT, ColumnInfo, DbError, Engine, ForeignKey, TableInfo};
+
+pub struct Sqlite {
+    pool: SqlitePool,
+}
+
+impl Sqlite {
+    pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
+        let options = SqliteConnectOptions::from_str(url)?.create_if_missing(false);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+}
+
+#[async_trait]
+impl Adapter for Sqlite {
+    fn engine(&self) -> Engine {
+        Engine::Sqlite
+    }
+
+    async fn server_version(&self) -> Result<String, DbError> {
+        sqlx::query_scalar("SELECT sqlite_version()")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(DbError::query("reading the SQLite version"))
+    }
+
+    async fn table_exists(&self, table: &str) -> Result<bool, DbError> {
+        let found: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?",
+        )
+        .bind(table)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(DbError::query(format!("looking up table {table}")))?;
+        Ok(found > 0)
+    }
+
+    async fn introspect(&self, table: &str) -> Result<Option<TableInfo>, DbError> {
+        let what = || format!("reading the definition of table {table}");
+        let columns = sqlx::query(
+            "SELECT name, type, \"notnull\" = 0, pk FROM pragma_table_info(?) ORDER BY cid",
+        )
+        .bind(table)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(DbError::query(what()))?;
+        if columns.is_empty() {
+            return Ok(None);
+        }
+        let mut info = TableInfo {
+            name: table.to_string(),
+            columns: Vec::new(),
+            primary_key: Vec::new(),
+            foreign_keys: Vec::new(),
+            generated_key: None,
+        };
+        let mut key: Vec<(i64, String)> = Vec::new();
+        for row in &columns {
+            let name: String = row.try_get(0).map_err(DbError::query(what()))?;
+            let declared_type: String = row.try_get(1).map_err(DbError::query(what()))?;
+            let position: i64 = row.try_get(3).map_err(DbError::query(what()))?;
+            if position > 0 {
+                key.push((position, name.clone()));
+            }
+            info.columns.push(ColumnInfo {
+                name,
+                declared_type,
+                nullable: row.try_get(2).map_err(DbError::query(what()))?,
+            });
+        }
+        key.sort();
+        info.primary_key = key.into_iter().map(|(_, name)| name).collect();
+        // A single INTEGER PRIMARY KEY is the rowid: SQLite generates it.
+        if let [pk] = info.primary_key.as_slice()
+            && info
+                .columns
+                .iter()
+                .any(|c| c.name == *pk && c.declared_type.eq_ignore_ascii_case("integer"))
+        {
+            info.generated_key = Some(pk.clone());
+        }
+        let fks = sqlx::query(
+            "SELECT id, \"table\", \"from\", COALESCE(\"to\", '') FROM pragma_foreign_key_list(?) ORDER BY id, seq",
+        )
+        .bind(table)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(DbError::query(what()))?;
+        let mut last_id = None;
+        for row in &fks {
+            let id: i64 = row.try_get(0).map_err(DbError::query(what()))?;
+            let column: String = row.try_get(2).map_err(DbError::query(what()))?;
+            let referenced_column: String = row.try_get(3).map_err(DbError::query(what()))?;
+            if last_id != Some(id) {
+                info.foreign_keys.push(ForeignKey {
+                    columns: Vec::new(),
+                    referenced_table: row.try_get(1).map_err(DbError::query(what()))?,
+                    referenced_columns: Vec::new(),
+                });
+                last_id = Some(id);
+            }
+            if let Some(fk) = info.foreign_keys.last_mut() {
+                fk.columns.push(column);
+                fk.referenced_columns.push(referenced_column);
+            }
+        }
+        Ok(Some(info))
+    }
+
+    async fn count(&self, sql: &str, what: &str) -> Result<u64, DbError> {
+        let count: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(DbError::query(what))?;
+        Ok(count.unsigned_abs())
+    }
+
+    async fn string_pairs(&self, sql: &str, what: &str) -> Result<Vec<(String, String)>, DbError> {
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(DbError::query(what))?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(DbError::query(what))
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
