@@ -19,3 +19,4 @@ pub mod db;
 pub mod health;
 pub mod http;
 pub mod telemetry;
+pub mod vault;

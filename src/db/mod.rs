@@ -15,9 +15,11 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::stream::BoxStream;
 use serde::Serialize;
 
 use crate::config::DatabaseUrl;
+use crate::vault::Value;
 
 /// How long to wait for a connection before reporting the database unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -83,6 +85,10 @@ pub enum DbError {
     },
     #[error("unsupported database URL {url}: use postgres://, mysql:// or sqlite://")]
     Scheme { url: String },
+    #[error("table {table} has no column {column}; check the plan against the live schema")]
+    UnknownColumn { table: String, column: String },
+    #[error("table {table} has no primary key; dropguard needs one to restore values by key")]
+    NoPrimaryKey { table: String },
     #[error("{what}: {source}")]
     Query {
         what: String,
@@ -130,6 +136,62 @@ pub struct TableInfo {
     pub generated_key: Option<String>,
 }
 
+impl TableInfo {
+    pub fn column(&self, name: &str) -> Option<&ColumnInfo> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    /// The columns a snapshot of `columns` (all of them when empty) holds, in
+    /// order: the primary key first, then the requested columns not in it.
+    pub fn row_columns(&self, columns: &[String]) -> Result<Vec<&ColumnInfo>, DbError> {
+        let wanted: Vec<&str> = if columns.is_empty() {
+            self.columns.iter().map(|c| c.name.as_str()).collect()
+        } else {
+            columns.iter().map(String::as_str).collect()
+        };
+        let mut out: Vec<&ColumnInfo> = Vec::new();
+        for name in self.primary_key.iter().map(String::as_str).chain(wanted) {
+            let column = self.column(name).ok_or_else(|| DbError::UnknownColumn {
+                table: self.name.clone(),
+                column: name.to_string(),
+            })?;
+            if !out.iter().any(|c| c.name == column.name) {
+                out.push(column);
+            }
+        }
+        Ok(out)
+    }
+
+    /// `ORDER BY` over the primary key (or every column when there is none), so
+    /// snapshots are written in a stable order.
+    fn order_by(&self, engine: Engine) -> String {
+        let keys: Vec<String> = if self.primary_key.is_empty() {
+            self.columns.iter().map(|c| engine.quote(&c.name)).collect()
+        } else {
+            self.primary_key.iter().map(|c| engine.quote(c)).collect()
+        };
+        keys.join(", ")
+    }
+}
+
+/// `SELECT <exprs> FROM <table> ORDER BY <key>`, the query behind every row stream.
+fn select_sql(engine: Engine, table: &TableInfo, exprs: &[String]) -> String {
+    format!(
+        "SELECT {} FROM {} ORDER BY {}",
+        exprs.join(", "),
+        engine.quote(&table.name),
+        table.order_by(engine)
+    )
+}
+
+/// A stream holding only `err`, for failures found before the query is sent.
+fn failed_stream<'a>(err: DbError) -> RowStream<'a> {
+    Box::pin(futures_util::stream::once(async { Err(err) }))
+}
+
+/// A stream of rows, each the values of `TableInfo::row_columns` in that order.
+pub type RowStream<'a> = BoxStream<'a, Result<Vec<Value>, DbError>>;
+
 /// A migration recorded as applied: (app, name).
 pub type Applied = BTreeSet<(String, String)>;
 
@@ -147,6 +209,10 @@ pub trait Adapter: Send + Sync {
     /// Columns, primary key, foreign keys and generated key of `table`; `None` when
     /// the table does not exist.
     async fn introspect(&self, table: &str) -> Result<Option<TableInfo>, DbError>;
+
+    /// Streams `table.row_columns(columns)` of every row, in primary-key order,
+    /// without holding the table in memory.
+    fn stream_rows<'a>(&'a self, table: &'a TableInfo, columns: &'a [String]) -> RowStream<'a>;
 
     /// Rows of `table`.
     async fn count_rows(&self, table: &str) -> Result<u64, DbError> {

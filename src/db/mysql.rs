@@ -6,7 +6,13 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, Row};
 use std::str::FromStr;
 
-use super::{Adapter, CONNECT_TIMEOUT, ColumnInfo, DbError, Engine, ForeignKey, TableInfo};
+use super::{
+    Adapter, CONNECT_TIMEOUT, ColumnInfo, DbError, Engine, ForeignKey, RowStream, TableInfo,
+    failed_stream, select_sql,
+};
+use crate::vault::Value;
+use futures_util::StreamExt;
+use sqlx::mysql::MySqlRow;
 
 pub struct Mysql {
     pool: MySqlPool,
@@ -142,6 +148,37 @@ impl Adapter for Mysql {
         Ok(Some(info))
     }
 
+    fn stream_rows<'a>(&'a self, table: &'a TableInfo, columns: &'a [String]) -> RowStream<'a> {
+        let selected = match table.row_columns(columns) {
+            Ok(selected) => selected,
+            Err(err) => return failed_stream(err),
+        };
+        let kinds: Vec<MyKind> = selected
+            .iter()
+            .map(|c| MyKind::of(&c.declared_type))
+            .collect();
+        let exprs: Vec<String> = selected
+            .iter()
+            .zip(&kinds)
+            .map(|(column, kind)| kind.select(&Engine::Mysql.quote(&column.name)))
+            .collect();
+        let sql = select_sql(Engine::Mysql, table, &exprs);
+        let what = format!("reading rows of {}", table.name);
+        Box::pin(
+            sqlx::query(AssertSqlSafe(sql))
+                .fetch(&self.pool)
+                .map(move |row| {
+                    let row = row.map_err(DbError::query(what.clone()))?;
+                    kinds
+                        .iter()
+                        .enumerate()
+                        .map(|(i, kind)| kind.decode(&row, i))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(DbError::query(what.clone()))
+                }),
+        )
+    }
+
     async fn count(&self, sql: &str, what: &str) -> Result<u64, DbError> {
         let count: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
             .fetch_one(&self.pool)
@@ -163,5 +200,80 @@ impl Adapter for Mysql {
 
     async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// How a MySQL/MariaDB column is read. Integers are widened by the server
+/// (`CAST … AS SIGNED/UNSIGNED`) so one Rust type reads them all; floats are read
+/// binary (their text form may round); blobs as bytes; everything else as the
+/// server's own text, which it parses back exactly under the same session settings.
+#[derive(Debug, Clone)]
+enum MyKind {
+    Signed,
+    Unsigned,
+    Float,
+    Double,
+    Bytes,
+    Text(fn(String) -> Value),
+    Other(String),
+}
+
+impl MyKind {
+    fn of(declared: &str) -> Self {
+        let t = declared.to_ascii_lowercase();
+        let base = t.split(['(', ' ']).next().unwrap_or("");
+        match base {
+            "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint" => {
+                if t.contains("unsigned") {
+                    Self::Unsigned
+                } else {
+                    Self::Signed
+                }
+            }
+            "bit" => Self::Unsigned,
+            "float" => Self::Float,
+            "double" | "real" => Self::Double,
+            "decimal" | "numeric" => Self::Text(Value::Decimal),
+            "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" => Self::Bytes,
+            "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" => {
+                Self::Text(Value::Text)
+            }
+            "json" => Self::Text(Value::Json),
+            "date" => Self::Text(Value::Date),
+            "datetime" | "timestamp" => Self::Text(Value::Timestamp),
+            "time" => Self::Text(Value::Time),
+            _ => Self::Other(declared.to_string()),
+        }
+    }
+
+    fn select(&self, quoted: &str) -> String {
+        match self {
+            Self::Signed => format!("CAST({quoted} AS SIGNED)"),
+            Self::Unsigned => format!("CAST({quoted} AS UNSIGNED)"),
+            Self::Float | Self::Double | Self::Bytes => quoted.to_string(),
+            Self::Text(_) | Self::Other(_) => format!("CAST({quoted} AS CHAR)"),
+        }
+    }
+
+    fn decode(&self, row: &MySqlRow, i: usize) -> Result<Value, sqlx::Error> {
+        fn opt<T>(value: Option<T>, wrap: impl FnOnce(T) -> Value) -> Value {
+            value.map_or(Value::Null, wrap)
+        }
+        Ok(match self {
+            Self::Signed => opt(row.try_get::<Option<i64>, _>(i)?, Value::Int),
+            Self::Unsigned => opt(row.try_get::<Option<u64>, _>(i)?, Value::UInt),
+            Self::Float => opt(row.try_get::<Option<f32>, _>(i)?, |v| {
+                Value::Float(v.into())
+            }),
+            Self::Double => opt(row.try_get::<Option<f64>, _>(i)?, Value::Float),
+            Self::Bytes => opt(row.try_get::<Option<Vec<u8>>, _>(i)?, Value::Bytes),
+            Self::Text(wrap) => opt(row.try_get::<Option<String>, _>(i)?, wrap),
+            Self::Other(type_name) => {
+                opt(row.try_get::<Option<String>, _>(i)?, |text| Value::Other {
+                    type_name: type_name.clone(),
+                    text,
+                })
+            }
+        })
     }
 }

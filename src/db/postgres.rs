@@ -6,7 +6,13 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, Row};
 use std::str::FromStr;
 
-use super::{Adapter, CONNECT_TIMEOUT, ColumnInfo, DbError, Engine, ForeignKey, TableInfo};
+use super::{
+    Adapter, CONNECT_TIMEOUT, ColumnInfo, DbError, Engine, ForeignKey, RowStream, TableInfo,
+    failed_stream, select_sql,
+};
+use crate::vault::Value;
+use futures_util::StreamExt;
+use sqlx::postgres::PgRow;
 
 pub struct Postgres {
     pool: PgPool,
@@ -14,7 +20,14 @@ pub struct Postgres {
 
 impl Postgres {
     pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
-        let options = PgConnectOptions::from_str(url)?;
+        // Pinned session settings: the text of dates, times and intervals that the
+        // vault keeps must not depend on the server's defaults.
+        let options = PgConnectOptions::from_str(url)?.options([
+            ("TimeZone", "UTC"),
+            ("DateStyle", "ISO, MDY"),
+            ("IntervalStyle", "postgres"),
+            ("extra_float_digits", "3"),
+        ]);
         // One direct connection first: a refused or misconfigured server fails at
         // once with its own error, instead of after the pool's retries time out.
         sqlx::PgConnection::connect_with(&options)
@@ -128,6 +141,37 @@ impl Adapter for Postgres {
         Ok(Some(info))
     }
 
+    fn stream_rows<'a>(&'a self, table: &'a TableInfo, columns: &'a [String]) -> RowStream<'a> {
+        let selected = match table.row_columns(columns) {
+            Ok(selected) => selected,
+            Err(err) => return failed_stream(err),
+        };
+        let kinds: Vec<PgKind> = selected
+            .iter()
+            .map(|c| PgKind::of(&c.declared_type))
+            .collect();
+        let exprs: Vec<String> = selected
+            .iter()
+            .zip(&kinds)
+            .map(|(column, kind)| kind.select(&Engine::Postgres.quote(&column.name)))
+            .collect();
+        let sql = select_sql(Engine::Postgres, table, &exprs);
+        let what = format!("reading rows of {}", table.name);
+        Box::pin(
+            sqlx::query(AssertSqlSafe(sql))
+                .fetch(&self.pool)
+                .map(move |row| {
+                    let row = row.map_err(DbError::query(what.clone()))?;
+                    kinds
+                        .iter()
+                        .enumerate()
+                        .map(|(i, kind)| kind.decode(&row, i))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(DbError::query(what.clone()))
+                }),
+        )
+    }
+
     async fn count(&self, sql: &str, what: &str) -> Result<u64, DbError> {
         let count: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
             .fetch_one(&self.pool)
@@ -149,5 +193,81 @@ impl Adapter for Postgres {
 
     async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// How a PostgreSQL column is read: natively for the types whose binary form is
+/// exact and cheap, as the server's own text (`::text`) for everything else, which
+/// its input function reads back exactly (the text format is what pg_dump uses).
+#[derive(Debug, Clone)]
+enum PgKind {
+    Bool,
+    Int2,
+    Int4,
+    Int8,
+    Float4,
+    Float8,
+    Bytes,
+    Text(fn(String) -> Value),
+    Other(String),
+}
+
+impl PgKind {
+    fn of(declared: &str) -> Self {
+        let t = declared.to_ascii_lowercase();
+        match t.as_str() {
+            "boolean" => Self::Bool,
+            "smallint" => Self::Int2,
+            "integer" => Self::Int4,
+            "bigint" => Self::Int8,
+            "real" => Self::Float4,
+            "double precision" => Self::Float8,
+            "bytea" => Self::Bytes,
+            "text" | "citext" | "name" | "\"char\"" => Self::Text(Value::Text),
+            "json" | "jsonb" => Self::Text(Value::Json),
+            "uuid" => Self::Text(Value::Uuid),
+            "date" => Self::Text(Value::Date),
+            _ if t.ends_with("[]") => Self::Other(declared.to_string()),
+            _ if t.starts_with("numeric") => Self::Text(Value::Decimal),
+            _ if t.starts_with("character") => Self::Text(Value::Text),
+            _ if t.starts_with("timestamp") && t.ends_with("with time zone") => {
+                Self::Text(Value::TimestampTz)
+            }
+            _ if t.starts_with("timestamp") => Self::Text(Value::Timestamp),
+            _ if t.starts_with("time") => Self::Text(Value::Time),
+            _ if t.starts_with("interval") => Self::Text(Value::Interval),
+            _ => Self::Other(declared.to_string()),
+        }
+    }
+
+    fn select(&self, quoted: &str) -> String {
+        match self {
+            Self::Text(_) | Self::Other(_) => format!("{quoted}::text"),
+            _ => quoted.to_string(),
+        }
+    }
+
+    fn decode(&self, row: &PgRow, i: usize) -> Result<Value, sqlx::Error> {
+        fn opt<T>(value: Option<T>, wrap: impl FnOnce(T) -> Value) -> Value {
+            value.map_or(Value::Null, wrap)
+        }
+        Ok(match self {
+            Self::Bool => opt(row.try_get::<Option<bool>, _>(i)?, Value::Bool),
+            Self::Int2 => opt(row.try_get::<Option<i16>, _>(i)?, |v| Value::Int(v.into())),
+            Self::Int4 => opt(row.try_get::<Option<i32>, _>(i)?, |v| Value::Int(v.into())),
+            Self::Int8 => opt(row.try_get::<Option<i64>, _>(i)?, Value::Int),
+            Self::Float4 => opt(row.try_get::<Option<f32>, _>(i)?, |v| {
+                Value::Float(v.into())
+            }),
+            Self::Float8 => opt(row.try_get::<Option<f64>, _>(i)?, Value::Float),
+            Self::Bytes => opt(row.try_get::<Option<Vec<u8>>, _>(i)?, Value::Bytes),
+            Self::Text(wrap) => opt(row.try_get::<Option<String>, _>(i)?, wrap),
+            Self::Other(type_name) => {
+                opt(row.try_get::<Option<String>, _>(i)?, |text| Value::Other {
+                    type_name: type_name.clone(),
+                    text,
+                })
+            }
+        })
     }
 }

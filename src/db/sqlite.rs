@@ -9,7 +9,13 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use sqlx::{AssertSqlSafe, Row};
 
-use super::{Adapter, CONNECT_TIMEOUT, ColumnInfo, DbError, Engine, ForeignKey, TableInfo};
+use super::{
+    Adapter, CONNECT_TIMEOUT, ColumnInfo, DbError, Engine, ForeignKey, RowStream, TableInfo,
+    failed_stream, select_sql,
+};
+use crate::vault::Value;
+use futures_util::StreamExt;
+use sqlx::sqlite::SqliteRow;
 
 pub struct Sqlite {
     pool: SqlitePool,
@@ -123,6 +129,36 @@ impl Adapter for Sqlite {
         Ok(Some(info))
     }
 
+    fn stream_rows<'a>(&'a self, table: &'a TableInfo, columns: &'a [String]) -> RowStream<'a> {
+        let selected = match table.row_columns(columns) {
+            Ok(selected) => selected,
+            Err(err) => return failed_stream(err),
+        };
+        // SQLite types values, not columns: read each value's storage class with
+        // it and keep that class, whatever the column declares.
+        let exprs: Vec<String> = selected
+            .iter()
+            .map(|column| {
+                let quoted = Engine::Sqlite.quote(&column.name);
+                format!("typeof({quoted}), {quoted}")
+            })
+            .collect();
+        let sql = select_sql(Engine::Sqlite, table, &exprs);
+        let width = selected.len();
+        let what = format!("reading rows of {}", table.name);
+        Box::pin(
+            sqlx::query(AssertSqlSafe(sql))
+                .fetch(&self.pool)
+                .map(move |row| {
+                    let row = row.map_err(DbError::query(what.clone()))?;
+                    (0..width)
+                        .map(|i| decode(&row, 2 * i))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(DbError::query(what.clone()))
+                }),
+        )
+    }
+
     async fn count(&self, sql: &str, what: &str) -> Result<u64, DbError> {
         let count: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
             .fetch_one(&self.pool)
@@ -145,4 +181,16 @@ impl Adapter for Sqlite {
     async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// One value by its storage class (`typeof`, in column `i`; the value in `i + 1`).
+fn decode(row: &SqliteRow, i: usize) -> Result<Value, sqlx::Error> {
+    let class: String = row.try_get(i)?;
+    Ok(match class.as_str() {
+        "integer" => Value::Int(row.try_get(i + 1)?),
+        "real" => Value::Float(row.try_get(i + 1)?),
+        "text" => Value::Text(row.try_get(i + 1)?),
+        "blob" => Value::Bytes(row.try_get(i + 1)?),
+        _ => Value::Null,
+    })
 }

@@ -167,3 +167,112 @@ async fn introspects_columns_keys_and_foreign_keys_on_every_engine() {
         adapter.close().await;
     }
 }
+
+#[tokio::test]
+async fn streams_rows_in_key_order_with_exact_values_on_every_engine() {
+    use dropguard::vault::Value;
+    use futures_util::TryStreamExt;
+
+    for kind in ENGINES {
+        let test_db = TestDb::create(kind, "stream");
+        let (ddl, insert) = match kind {
+            EngineKind::Postgres => (
+                "CREATE TABLE t (id BIGINT PRIMARY KEY, flag BOOLEAN, amount NUMERIC(12,2), ratio DOUBLE PRECISION, name VARCHAR(40), raw BYTEA, at TIMESTAMPTZ, doc JSONB, tags TEXT[])",
+                "INSERT INTO t VALUES (2, true, 10.50, -0.0, '', '\\x00ff', '2026-01-02 03:04:05.678+02', '{\"b\": 1, \"a\": [1, 2]}', ARRAY['x','y z']), (1, NULL, NULL, 0.1, 'é\"''\\n', NULL, NULL, NULL, NULL)",
+            ),
+            EngineKind::Mysql => (
+                "CREATE TABLE t (id BIGINT PRIMARY KEY, flag TINYINT(1), amount DECIMAL(12,2), ratio DOUBLE, name VARCHAR(40), raw BLOB, at DATETIME(6), big BIGINT UNSIGNED, mood ENUM('happy','sad'))",
+                "INSERT INTO t VALUES (2, 1, 10.50, -0.0, '', X'00ff', '2026-01-02 03:04:05.678000', 18446744073709551615, 'sad'), (1, NULL, NULL, 0.1, 'é\"''\\\\n', NULL, NULL, NULL, NULL)",
+            ),
+            EngineKind::Sqlite => (
+                "CREATE TABLE t (id INTEGER PRIMARY KEY, flag BOOLEAN, amount DECIMAL(12,2), ratio REAL, name VARCHAR(40), raw BLOB, at DATETIME, loose)",
+                "INSERT INTO t VALUES (2, 1, '10.50', -0.0, '', X'00ff', '2026-01-02 03:04:05.678', 42), (1, NULL, NULL, 0.1, 'é\"''\\n', NULL, NULL, 'forty-two')",
+            ),
+        };
+        execute(&test_db, &[ddl.to_string(), insert.to_string()]).await;
+        let adapter = db::connect(&DatabaseUrl::new(test_db.url.clone()))
+            .await
+            .unwrap();
+        let table = adapter.introspect("t").await.unwrap().unwrap();
+        let rows: Vec<Vec<Value>> = adapter
+            .stream_rows(&table, &[])
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 2, "{kind:?}");
+        assert_eq!(rows[0][0], Value::Int(1), "{kind:?}: ordered by key");
+        assert_eq!(rows[1][0], Value::Int(2), "{kind:?}");
+        assert_eq!(rows[0][2], Value::Null, "{kind:?}: NULL stays NULL");
+        assert_eq!(
+            rows[1][4],
+            Value::Text(String::new()),
+            "{kind:?}: empty string is not NULL"
+        );
+        assert_eq!(rows[1][5], Value::Bytes(vec![0, 255]), "{kind:?}");
+        assert_eq!(
+            rows[0][3],
+            Value::Float(0.1),
+            "{kind:?}: floats read exactly"
+        );
+        match kind {
+            EngineKind::Postgres => {
+                assert_eq!(rows[1][2], Value::Decimal("10.50".into()));
+                assert_eq!(rows[1][1], Value::Bool(true));
+                assert_eq!(
+                    rows[1][6],
+                    Value::TimestampTz("2026-01-02 01:04:05.678+00".into())
+                );
+                assert_eq!(rows[1][7], Value::Json("{\"a\": [1, 2], \"b\": 1}".into()));
+                assert_eq!(
+                    rows[1][8],
+                    Value::Other {
+                        type_name: "text[]".into(),
+                        text: "{x,\"y z\"}".into()
+                    }
+                );
+                assert_eq!(
+                    rows[0][4],
+                    Value::Text("é\"'\\n".into()),
+                    "a literal backslash"
+                );
+            }
+            EngineKind::Mysql => {
+                assert_eq!(rows[1][2], Value::Decimal("10.50".into()));
+                assert_eq!(rows[1][1], Value::Int(1));
+                assert_eq!(
+                    rows[1][6],
+                    Value::Timestamp("2026-01-02 03:04:05.678000".into())
+                );
+                assert_eq!(rows[1][7], Value::UInt(u64::MAX));
+                assert!(matches!(&rows[1][8], Value::Other { text, .. } if text == "sad"));
+            }
+            EngineKind::Sqlite => {
+                // NUMERIC affinity stored '10.50' as a real: what is stored is kept.
+                assert_eq!(rows[1][2], Value::Float(10.5), "storage class kept");
+                assert_eq!(rows[1][7], Value::Int(42));
+                assert_eq!(rows[0][7], Value::Text("forty-two".into()));
+            }
+        }
+        // Only some columns: the key comes first.
+        let some: Vec<Vec<Value>> = adapter
+            .stream_rows(&table, &["name".to_string()])
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(
+            some[1],
+            vec![Value::Int(2), Value::Text(String::new())],
+            "{kind:?}"
+        );
+        let missing = adapter
+            .stream_rows(&table, &["nope".to_string()])
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap_err();
+        assert!(
+            missing.to_string().contains("table t has no column nope"),
+            "{missing}"
+        );
+        adapter.close().await;
+    }
+}
