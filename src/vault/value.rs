@@ -1,6 +1,6 @@
-// Owns `Value`, the vault's database-neutral cell. It must never normalise
-// what the database printed (trim decimals, re-case text, reformat dates):
-// restore is byte-exact only if the vault keeps exactly what it was given.
+//! Owns `Value`, the vault's database-neutral cell. It must never normalise
+//! what the database printed (trim decimals, re-case text, reformat dates):
+//! restore is byte-exact only if the vault keeps exactly what it was given.
 
 /// One cell of a preserved row.
 ///
