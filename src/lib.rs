@@ -12,8 +12,10 @@
 //!
 //! The vault, sources, detection and actions arrive as their own modules; `sources`, `detect` and `actions` will never import one another.
 
+pub mod actions;
 pub mod app;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod db;
 pub mod health;

@@ -4,7 +4,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use dropguard::cli::{Cli, Command, LogFormat};
+use dropguard::cli::{Cli, Command, LogFormat, SnapshotsAction};
+use dropguard::commands;
 use dropguard::config::{self, EXIT_CONFIG};
 
 /// A command whose work a later release brings.
@@ -14,34 +15,64 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
-        Command::CheckConfig => match config::load(&cli.config) {
-            Ok(config) => {
-                print!("{}", config.to_masked_toml());
-                ExitCode::SUCCESS
-            }
-            Err(err) => config_failure(&err),
-        },
-        Command::Run => {
-            // The whole configuration is checked before any port is bound.
-            let config = match config::load(&cli.config) {
-                Ok(config) => config,
-                Err(err) => return config_failure(&err),
+        Command::CheckConfig => with_config(&cli.config, |config| {
+            print!("{}", config.to_masked_toml());
+            Ok(0)
+        }),
+        // The whole configuration is checked before any port is bound.
+        Command::Run => with_config(&cli.config, |config| {
+            block_on(dropguard::app::run(config)).map(|()| 0)
+        }),
+        Command::Preserve {
+            migration,
+            table,
+            columns,
+            json,
+        } => with_config(&cli.config, |config| {
+            let args = commands::preserve::Args {
+                migration,
+                table,
+                columns,
+                json,
             };
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(runtime) => runtime,
-                Err(err) => {
-                    return failure(&anyhow::Error::new(err).context("starting the async runtime"));
+            block_on(commands::preserve::run(
+                &config,
+                &args,
+                &mut std::io::stdout().lock(),
+            ))
+        }),
+        Command::Snapshots { action } => with_config(&cli.config, |config| {
+            let (action, json) = match action {
+                SnapshotsAction::List { json } => (commands::snapshots::Action::List, json),
+                SnapshotsAction::Show { id, json } => (commands::snapshots::Action::Show(id), json),
+                SnapshotsAction::Verify { id, json } => {
+                    (commands::snapshots::Action::Verify(id), json)
                 }
             };
-            match runtime.block_on(dropguard::app::run(config)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(err) => failure(&err),
-            }
-        }
+            commands::snapshots::run(&config, &action, json, &mut std::io::stdout().lock())
+        }),
         other => {
             eprintln!("dropguard {}: not implemented yet", other.name());
             ExitCode::from(EXIT_NOT_IMPLEMENTED)
         }
+    }
+}
+
+/// Runs a command's future on a fresh multi-threaded runtime.
+fn block_on<T>(future: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|err| anyhow::Error::new(err).context("starting the async runtime"))?;
+    runtime.block_on(future)
+}
+
+/// Loads the configuration (exit 64 on any problem), then runs `command` with it.
+fn with_config(
+    path: &std::path::Path,
+    command: impl FnOnce(config::Config) -> anyhow::Result<u8>,
+) -> ExitCode {
+    match config::load(path) {
+        Ok(config) => command(config).map_or_else(|err| failure(&err), ExitCode::from),
+        Err(err) => config_failure(&err),
     }
 }
 

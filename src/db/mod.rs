@@ -25,7 +25,7 @@ use crate::vault::Value;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The database engines dropguard speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Engine {
     Postgres,

@@ -6,13 +6,8 @@ use crate::harness::{Workspace, stderr, stdout};
 fn commands_of_later_releases_say_not_implemented_and_exit_2() {
     let ws = Workspace::new();
     ws.sqlite_config("");
-    let commands: [&[&str]; 12] = [
-        &["scan"],
+    let commands: [&[&str]; 7] = [
         &["gate"],
-        &["preserve"],
-        &["snapshots", "list"],
-        &["snapshots", "show", "x"],
-        &["snapshots", "verify", "x"],
         &["restore", "--snapshot", "x"],
         &["replay", "app.log"],
         &["incidents", "list"],

@@ -9,7 +9,7 @@ use crate::harness::{ENGINES, EngineKind, TestDb};
 /// A table name that would be an injection if it were ever formatted unquoted.
 const HOSTILE: &str = "x\"; DROP TABLE victim; --";
 
-async fn execute(test_db: &TestDb, statements: &[String]) {
+pub async fn execute(test_db: &TestDb, statements: &[String]) {
     macro_rules! run_all {
         ($conn:expr) => {{
             let mut conn = $conn.await.expect("connecting");

@@ -7,3 +7,4 @@ mod cli;
 mod config;
 mod daemon;
 mod db;
+mod vault;

@@ -1,0 +1,30 @@
+//! The CLI commands that do more than start the daemon: each takes the checked
+//! configuration and a writer for its output, and returns the exit status. `main.rs`
+//! picks the command; nothing here parses arguments or exits.
+
+pub mod preserve;
+pub mod snapshots;
+
+use std::path::PathBuf;
+
+use crate::config::Config;
+use crate::vault::{Vault, VaultError};
+
+/// Exit status of a command that ran but found what the user asked to fail on
+/// (`scan --strict` with unreadable migrations, `snapshots verify` with damage).
+pub const EXIT_FINDINGS: u8 = 1;
+
+/// Where snapshots live: `<state.dir>/vault`.
+pub fn vault_dir(config: &Config) -> PathBuf {
+    config.state.dir.join("vault")
+}
+
+/// Opens (creating if needed) the configured vault.
+pub fn open_vault(config: &Config) -> Result<Vault, VaultError> {
+    Vault::open(vault_dir(config))
+}
+
+/// RFC 3339 UTC, seconds precision: how times are shown and put in JSON.
+pub fn rfc3339(time: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_seconds(time).to_string()
+}

@@ -1,0 +1,74 @@
+//! `dropguard preserve`: a snapshot of the plan's at-risk data, or of one table.
+
+use std::io::Write;
+
+use anyhow::Context;
+
+use super::open_vault;
+use crate::actions::preserve::{self, Preserved, Request, Target};
+use crate::config::Config;
+use crate::db;
+use crate::vault::Reason;
+
+pub struct Args {
+    pub migration: Option<String>,
+    pub table: Option<String>,
+    pub columns: Vec<String>,
+    pub json: bool,
+}
+
+pub async fn run(config: &Config, args: &Args, out: &mut dyn Write) -> anyhow::Result<u8> {
+    let vault = open_vault(config).context("opening the vault")?;
+    let db = db::connect(&config.database.url).await?;
+    let requests = match &args.table {
+        Some(table) => vec![Request {
+            migration: None,
+            reason: Reason::AdHoc,
+            environment: config.environment.clone(),
+            targets: vec![Target {
+                table: table.clone(),
+                columns: args.columns.clone(),
+            }],
+        }],
+        None => anyhow::bail!(
+            "preserving the plan is not implemented yet; preserve one table with --table T [--columns a,b]"
+        ),
+    };
+    let mut taken: Vec<Preserved> = Vec::new();
+    for request in &requests {
+        let preserved = preserve::preserve(db.as_ref(), &vault, request).await;
+        match preserved {
+            Ok(preserved) => taken.push(preserved),
+            Err(err) => {
+                db.close().await;
+                return Err(err).context("preserving");
+            }
+        }
+    }
+    db.close().await;
+    if args.json {
+        serde_json::to_writer_pretty(&mut *out, &taken)?;
+        writeln!(out)?;
+    } else {
+        for p in &taken {
+            writeln!(
+                out,
+                "snapshot {} ({}): {} rows in {:.2}s, {} bytes compressed",
+                p.id,
+                p.migration.as_deref().unwrap_or("ad hoc"),
+                p.rows,
+                p.seconds,
+                p.compressed_bytes
+            )?;
+            for o in &p.objects {
+                let what = if o.columns.is_empty() {
+                    format!("table {}", o.table)
+                } else {
+                    format!("{}.{}", o.table, o.columns.join(","))
+                };
+                writeln!(out, "  {what}: {} rows", o.rows)?;
+            }
+        }
+    }
+    Ok(0)
+}
