@@ -44,6 +44,84 @@ impl fmt::Display for Engine {
 }
 
 impl Engine {
+    /// The `n`-th (1-based) bind placeholder for a value going into a column of
+    /// `declared_type`. PostgreSQL casts explicitly, so that values bound as text
+    /// (numerics, dates, arrays) are parsed by the column type's own input function.
+    pub fn placeholder(self, n: usize, declared_type: &str) -> String {
+        match self {
+            Engine::Postgres => format!("${n}::{declared_type}"),
+            Engine::Mysql | Engine::Sqlite => "?".to_string(),
+        }
+    }
+
+    /// `a` and `b` are equal, NULL equal to NULL.
+    pub fn not_distinct(self, a: &str, b: &str) -> String {
+        match self {
+            Engine::Postgres => format!("{a} IS NOT DISTINCT FROM {b}"),
+            Engine::Mysql => format!("{a} <=> {b}"),
+            Engine::Sqlite => format!("{a} IS {b}"),
+        }
+    }
+
+    /// A temporary table private to the session, with the given columns (name,
+    /// declared type). SQLite gets no types, so no affinity converts a value.
+    pub fn create_temp_table(self, name: &str, columns: &[(&str, &str)]) -> String {
+        let defs: Vec<String> = columns
+            .iter()
+            .map(|(column, declared)| match self {
+                Engine::Sqlite => self.quote(column),
+                _ => format!("{} {declared}", self.quote(column)),
+            })
+            .collect();
+        let defs = defs.join(", ");
+        match self {
+            Engine::Postgres => format!(
+                "CREATE TEMPORARY TABLE {} ({defs}) ON COMMIT DROP",
+                self.quote(name)
+            ),
+            Engine::Mysql | Engine::Sqlite => {
+                format!("CREATE TEMPORARY TABLE {} ({defs})", self.quote(name))
+            }
+        }
+    }
+
+    /// `UPDATE target SET assignments FROM source WHERE join AND condition`, in
+    /// the engine's syntax. `assignments` are `(target column, source expression)`.
+    pub fn update_from(
+        self,
+        target: &str,
+        source: &str,
+        assignments: &[(String, String)],
+        join: &str,
+        condition: &str,
+    ) -> String {
+        let target_q = self.quote(target);
+        match self {
+            Engine::Mysql => {
+                let set: Vec<String> = assignments
+                    .iter()
+                    .map(|(column, expr)| format!("{target_q}.{} = {expr}", self.quote(column)))
+                    .collect();
+                format!(
+                    "UPDATE {target_q} JOIN {} ON {join} SET {} WHERE {condition}",
+                    self.quote(source),
+                    set.join(", ")
+                )
+            }
+            Engine::Postgres | Engine::Sqlite => {
+                let set: Vec<String> = assignments
+                    .iter()
+                    .map(|(column, expr)| format!("{} = {expr}", self.quote(column)))
+                    .collect();
+                format!(
+                    "UPDATE {target_q} SET {} FROM {} WHERE {join} AND {condition}",
+                    set.join(", "),
+                    self.quote(source)
+                )
+            }
+        }
+    }
+
     /// The engine a database URL names, from its scheme.
     pub fn from_url(url: &str) -> Option<Self> {
         let scheme = url.split_once(':')?.0;
@@ -260,7 +338,29 @@ pub trait Adapter: Send + Sync {
         Ok(pairs.into_iter().collect())
     }
 
+    /// One connection in one transaction, for writing an object back.
+    async fn begin(&self) -> Result<Box<dyn Session>, DbError>;
+
+    /// After explicit ids were written, moves the generator of `column` past them
+    /// (PostgreSQL sequences and identities; MySQL and SQLite do it themselves).
+    async fn reset_generator(&self, _table: &str, _column: &str) -> Result<(), DbError> {
+        Ok(())
+    }
+
     async fn close(&self);
+}
+
+/// One connection inside one transaction. Dropped without `commit`, everything it
+/// wrote is rolled back.
+#[async_trait]
+pub trait Session: Send {
+    /// Runs `sql`, binding `values` in order; returns the rows affected.
+    async fn execute(&mut self, sql: &str, values: &[Value], what: &str) -> Result<u64, DbError>;
+
+    /// Runs a query returning one integer.
+    async fn count(&mut self, sql: &str, what: &str) -> Result<u64, DbError>;
+
+    async fn commit(self: Box<Self>) -> Result<(), DbError>;
 }
 
 /// Connects to the database `url` names.

@@ -7,8 +7,8 @@ use sqlx::{AssertSqlSafe, Connection, Row};
 use std::str::FromStr;
 
 use super::{
-    Adapter, CONNECT_TIMEOUT, ColumnInfo, DbError, Engine, ForeignKey, RowStream, TableInfo,
-    failed_stream, select_sql,
+    Adapter, CONNECT_TIMEOUT, ColumnInfo, DbError, Engine, ForeignKey, RowStream, Session,
+    TableInfo, failed_stream, select_sql,
 };
 use crate::vault::Value;
 use futures_util::StreamExt;
@@ -198,6 +198,15 @@ impl Adapter for Mysql {
             .map_err(DbError::query(what))
     }
 
+    async fn begin(&self) -> Result<Box<dyn Session>, DbError> {
+        let tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(DbError::query("starting a transaction"))?;
+        Ok(Box::new(MySession { tx }))
+    }
+
     async fn close(&self) {
         self.pool.close().await;
     }
@@ -275,5 +284,44 @@ impl MyKind {
                 })
             }
         })
+    }
+}
+
+struct MySession {
+    tx: sqlx::Transaction<'static, sqlx::MySql>,
+}
+
+#[async_trait]
+impl Session for MySession {
+    async fn execute(&mut self, sql: &str, values: &[Value], what: &str) -> Result<u64, DbError> {
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for value in values {
+            query = match value {
+                Value::Null | Value::Array(_) => query.bind(None::<String>),
+                Value::Bool(v) => query.bind(*v),
+                Value::Int(v) => query.bind(*v),
+                Value::UInt(v) => query.bind(*v),
+                Value::Float(v) => query.bind(*v),
+                Value::Bytes(v) => query.bind(v.clone()),
+                other => query.bind(other.text().unwrap_or_default().to_string()),
+            };
+        }
+        let done = query
+            .execute(&mut *self.tx)
+            .await
+            .map_err(DbError::query(what))?;
+        Ok(done.rows_affected())
+    }
+
+    async fn count(&mut self, sql: &str, what: &str) -> Result<u64, DbError> {
+        let count: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
+            .fetch_one(&mut *self.tx)
+            .await
+            .map_err(DbError::query(what))?;
+        Ok(count.unsigned_abs())
+    }
+
+    async fn commit(self: Box<Self>) -> Result<(), DbError> {
+        self.tx.commit().await.map_err(DbError::query("committing"))
     }
 }

@@ -7,8 +7,8 @@ use sqlx::{AssertSqlSafe, Connection, Row};
 use std::str::FromStr;
 
 use super::{
-    Adapter, CONNECT_TIMEOUT, ColumnInfo, DbError, Engine, ForeignKey, RowStream, TableInfo,
-    failed_stream, select_sql,
+    Adapter, CONNECT_TIMEOUT, ColumnInfo, DbError, Engine, ForeignKey, RowStream, Session,
+    TableInfo, failed_stream, select_sql,
 };
 use crate::vault::Value;
 use futures_util::StreamExt;
@@ -191,6 +191,33 @@ impl Adapter for Postgres {
             .map_err(DbError::query(what))
     }
 
+    async fn begin(&self) -> Result<Box<dyn Session>, DbError> {
+        let tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(DbError::query("starting a transaction"))?;
+        Ok(Box::new(PgSession { tx }))
+    }
+
+    async fn reset_generator(&self, table: &str, column: &str) -> Result<(), DbError> {
+        let sql = format!(
+            "SELECT setval(seq, m) FROM (SELECT pg_get_serial_sequence($1, $2) AS seq, \
+             (SELECT MAX({col}) FROM {tab}) AS m) x WHERE seq IS NOT NULL AND m IS NOT NULL",
+            col = Engine::Postgres.quote(column),
+            tab = Engine::Postgres.quote(table),
+        );
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(Engine::Postgres.quote(table))
+            .bind(column)
+            .execute(&self.pool)
+            .await
+            .map_err(DbError::query(format!(
+                "resetting the sequence of {table}.{column}"
+            )))?;
+        Ok(())
+    }
+
     async fn close(&self) {
         self.pool.close().await;
     }
@@ -269,5 +296,46 @@ impl PgKind {
                 })
             }
         })
+    }
+}
+
+struct PgSession {
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+}
+
+#[async_trait]
+impl Session for PgSession {
+    async fn execute(&mut self, sql: &str, values: &[Value], what: &str) -> Result<u64, DbError> {
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for value in values {
+            query = match value {
+                Value::Null => query.bind(None::<String>),
+                Value::Bool(v) => query.bind(*v),
+                Value::Int(v) => query.bind(*v),
+                // No unsigned integers in PostgreSQL; as text, the cast parses it.
+                Value::UInt(v) => query.bind(v.to_string()),
+                Value::Float(v) => query.bind(*v),
+                Value::Bytes(v) => query.bind(v.clone()),
+                Value::Array(_) => query.bind(None::<String>),
+                other => query.bind(other.text().unwrap_or_default().to_string()),
+            };
+        }
+        let done = query
+            .execute(&mut *self.tx)
+            .await
+            .map_err(DbError::query(what))?;
+        Ok(done.rows_affected())
+    }
+
+    async fn count(&mut self, sql: &str, what: &str) -> Result<u64, DbError> {
+        let count: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
+            .fetch_one(&mut *self.tx)
+            .await
+            .map_err(DbError::query(what))?;
+        Ok(count.unsigned_abs())
+    }
+
+    async fn commit(self: Box<Self>) -> Result<(), DbError> {
+        self.tx.commit().await.map_err(DbError::query("committing"))
     }
 }

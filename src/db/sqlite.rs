@@ -10,8 +10,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use sqlx::{AssertSqlSafe, Row};
 
 use super::{
-    Adapter, CONNECT_TIMEOUT, ColumnInfo, DbError, Engine, ForeignKey, RowStream, TableInfo,
-    failed_stream, select_sql,
+    Adapter, CONNECT_TIMEOUT, ColumnInfo, DbError, Engine, ForeignKey, RowStream, Session,
+    TableInfo, failed_stream, select_sql,
 };
 use crate::vault::Value;
 use futures_util::StreamExt;
@@ -178,6 +178,15 @@ impl Adapter for Sqlite {
             .map_err(DbError::query(what))
     }
 
+    async fn begin(&self) -> Result<Box<dyn Session>, DbError> {
+        let tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(DbError::query("starting a transaction"))?;
+        Ok(Box::new(LiteSession { tx }))
+    }
+
     async fn close(&self) {
         self.pool.close().await;
     }
@@ -193,4 +202,44 @@ fn decode(row: &SqliteRow, i: usize) -> Result<Value, sqlx::Error> {
         "blob" => Value::Bytes(row.try_get(i + 1)?),
         _ => Value::Null,
     })
+}
+
+struct LiteSession {
+    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+}
+
+#[async_trait]
+impl Session for LiteSession {
+    async fn execute(&mut self, sql: &str, values: &[Value], what: &str) -> Result<u64, DbError> {
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for value in values {
+            query = match value {
+                Value::Null | Value::Array(_) => query.bind(None::<String>),
+                Value::Bool(v) => query.bind(*v),
+                Value::Int(v) => query.bind(*v),
+                // SQLite integers are i64; larger ones only come from other engines.
+                Value::UInt(v) => query.bind(v.to_string()),
+                Value::Float(v) => query.bind(*v),
+                Value::Bytes(v) => query.bind(v.clone()),
+                other => query.bind(other.text().unwrap_or_default().to_string()),
+            };
+        }
+        let done = query
+            .execute(&mut *self.tx)
+            .await
+            .map_err(DbError::query(what))?;
+        Ok(done.rows_affected())
+    }
+
+    async fn count(&mut self, sql: &str, what: &str) -> Result<u64, DbError> {
+        let count: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
+            .fetch_one(&mut *self.tx)
+            .await
+            .map_err(DbError::query(what))?;
+        Ok(count.unsigned_abs())
+    }
+
+    async fn commit(self: Box<Self>) -> Result<(), DbError> {
+        self.tx.commit().await.map_err(DbError::query("committing"))
+    }
 }

@@ -48,6 +48,25 @@ pub enum Value {
     },
 }
 
+impl Value {
+    /// The text of the variants that hold the database's own text.
+    pub fn text(&self) -> Option<&str> {
+        match self {
+            Value::Decimal(t)
+            | Value::Text(t)
+            | Value::Json(t)
+            | Value::Uuid(t)
+            | Value::Date(t)
+            | Value::Time(t)
+            | Value::Timestamp(t)
+            | Value::TimestampTz(t)
+            | Value::Interval(t)
+            | Value::Other { text: t, .. } => Some(t),
+            _ => None,
+        }
+    }
+}
+
 impl PartialEq for Value {
     // Floats compare by bits, not IEEE equality: a round-trip check must see
     // NaN == NaN and must tell -0.0 from 0.0, or a lossy restore would pass.
