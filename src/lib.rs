@@ -20,5 +20,7 @@ pub mod config;
 pub mod db;
 pub mod health;
 pub mod http;
+pub mod migrations;
+pub mod plan;
 pub mod telemetry;
 pub mod vault;

@@ -23,6 +23,14 @@ fn main() -> ExitCode {
         Command::Run => with_config(&cli.config, |config| {
             block_on(dropguard::app::run(config)).map(|()| 0)
         }),
+        Command::Scan { json, all, strict } => with_config(&cli.config, |config| {
+            let args = commands::scan::Args { json, all, strict };
+            block_on(commands::scan::run(
+                &config,
+                &args,
+                &mut std::io::stdout().lock(),
+            ))
+        }),
         Command::Preserve {
             migration,
             table,

@@ -7,4 +7,6 @@ mod cli;
 mod config;
 mod daemon;
 mod db;
+mod django_support;
+mod scan;
 mod vault;
