@@ -49,6 +49,24 @@ fn main() -> ExitCode {
                 &mut std::io::stdout().lock(),
             ))
         }),
+        Command::Restore {
+            snapshot,
+            dry_run,
+            force,
+            json,
+        } => with_config(&cli.config, |config| {
+            let args = commands::restore::Args {
+                snapshot,
+                dry_run,
+                force,
+                json,
+            };
+            block_on(commands::restore::run(
+                &config,
+                &args,
+                &mut std::io::stdout().lock(),
+            ))
+        }),
         Command::Snapshots { action } => with_config(&cli.config, |config| {
             let (action, json) = match action {
                 SnapshotsAction::List { json } => (commands::snapshots::Action::List, json),

@@ -52,6 +52,65 @@ pub struct PlannedOperation {
     pub note: Option<String>,
 }
 
+/// One object whose data is at risk: a whole table (`columns` empty) or some of
+/// its columns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Target {
+    pub table: String,
+    pub columns: Vec<String>,
+}
+
+impl PlannedMigration {
+    /// What this migration destroys, merged per table (a table dropped whole takes
+    /// in its dropped columns), in the order the plan names them; and a note for
+    /// each operation whose data cannot be preserved (opaque code, tables not in
+    /// the database).
+    pub fn targets(&self) -> (Vec<Target>, Vec<String>) {
+        let mut targets: Vec<Target> = Vec::new();
+        let mut notes = Vec::new();
+        for op in &self.operations {
+            let o = &op.operation;
+            let destroys = matches!(
+                o.kind,
+                OpKind::DropTable | OpKind::DropColumn | OpKind::Truncate
+            );
+            if o.kind == OpKind::Opaque {
+                notes.push(format!(
+                    "{} is opaque: dropguard cannot tell what it destroys",
+                    o.source
+                ));
+            }
+            let Some(table) = o.table.clone().filter(|_| destroys) else {
+                continue;
+            };
+            if op.rows.is_none() && op.note.is_some() {
+                notes.push(format!(
+                    "{} not preserved: {}",
+                    o.source,
+                    op.note.as_deref().unwrap_or("")
+                ));
+                continue;
+            }
+            let whole = o.kind != OpKind::DropColumn;
+            match targets.iter_mut().find(|t| t.table == table) {
+                Some(existing) if whole || existing.columns.is_empty() => existing.columns.clear(),
+                Some(existing) => {
+                    for column in &o.columns {
+                        if !existing.columns.contains(column) {
+                            existing.columns.push(column.clone());
+                        }
+                    }
+                }
+                None => targets.push(Target {
+                    table,
+                    columns: if whole { Vec::new() } else { o.columns.clone() },
+                }),
+            }
+        }
+        (targets, notes)
+    }
+}
+
 /// The whole plan.
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {

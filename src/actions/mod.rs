@@ -3,3 +3,4 @@
 //! sources or detection.
 
 pub mod preserve;
+pub mod restore;

@@ -13,6 +13,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::db::{Adapter, DbError, TableInfo};
+pub use crate::plan::Target;
 use crate::vault::{
     DatabaseInfo, ObjectKind, ObjectSpec, Reason, SnapshotMeta, SnapshotSummary, Value, Vault,
     VaultError,
@@ -42,18 +43,13 @@ pub enum PreserveError {
     Writer(String),
 }
 
-/// One object to preserve: a whole table (`columns` empty) or some of its columns.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Target {
-    pub table: String,
-    pub columns: Vec<String>,
-}
-
 /// What to preserve, and why.
 #[derive(Debug, Clone)]
 pub struct Request {
     /// `app.name` for a plan's migration; `None` for an ad-hoc request.
     pub migration: Option<String>,
+    /// The schema rollback to run before restoring this snapshot, when known.
+    pub rollback_command: Option<String>,
     pub reason: Reason,
     pub environment: String,
     pub targets: Vec<Target>,
@@ -106,6 +102,7 @@ pub async fn preserve(
     }
     let meta = SnapshotMeta {
         migration: request.migration.clone(),
+        rollback_command: request.rollback_command.clone(),
         reason: request.reason,
         environment: request.environment.clone(),
         database: DatabaseInfo {

@@ -3,6 +3,7 @@
 //! picks the command; nothing here parses arguments or exits.
 
 pub mod preserve;
+pub mod restore;
 pub mod scan;
 pub mod snapshots;
 

@@ -8,6 +8,7 @@ use super::open_vault;
 use crate::actions::preserve::{self, Preserved, Request, Target};
 use crate::config::Config;
 use crate::db;
+use crate::plan;
 use crate::vault::Reason;
 
 pub struct Args {
@@ -20,9 +21,11 @@ pub struct Args {
 pub async fn run(config: &Config, args: &Args, out: &mut dyn Write) -> anyhow::Result<u8> {
     let vault = open_vault(config).context("opening the vault")?;
     let db = db::connect(&config.database.url).await?;
+    let mut notes = Vec::new();
     let requests = match &args.table {
         Some(table) => vec![Request {
             migration: None,
+            rollback_command: None,
             reason: Reason::AdHoc,
             environment: config.environment.clone(),
             targets: vec![Target {
@@ -30,9 +33,44 @@ pub async fn run(config: &Config, args: &Args, out: &mut dyn Write) -> anyhow::R
                 columns: args.columns.clone(),
             }],
         }],
-        None => anyhow::bail!(
-            "preserving the plan is not implemented yet; preserve one table with --table T [--columns a,b]"
-        ),
+        None => {
+            let plan = plan::pending(config, db.as_ref()).await?;
+            if let Some(wanted) = &args.migration
+                && !plan.migrations.iter().any(|m| &m.migration == wanted)
+            {
+                db.close().await;
+                anyhow::bail!(
+                    "migration {wanted} has no pending destructive operation; `dropguard scan` lists the plan"
+                );
+            }
+            let mut requests = Vec::new();
+            for migration in &plan.migrations {
+                if args
+                    .migration
+                    .as_ref()
+                    .is_some_and(|wanted| *wanted != migration.migration)
+                {
+                    continue;
+                }
+                let (targets, skipped) = migration.targets();
+                notes.extend(
+                    skipped
+                        .into_iter()
+                        .map(|n| format!("{}: {n}", migration.migration)),
+                );
+                if targets.is_empty() {
+                    continue;
+                }
+                requests.push(Request {
+                    migration: Some(migration.migration.clone()),
+                    rollback_command: migration.rollback_command.clone(),
+                    reason: Reason::Plan,
+                    environment: config.environment.clone(),
+                    targets,
+                });
+            }
+            requests
+        }
     };
     let mut taken: Vec<Preserved> = Vec::new();
     for request in &requests {
@@ -46,10 +84,22 @@ pub async fn run(config: &Config, args: &Args, out: &mut dyn Write) -> anyhow::R
         }
     }
     db.close().await;
+    for note in &notes {
+        tracing::warn!(note = %note, "not preserved");
+    }
     if args.json {
         serde_json::to_writer_pretty(&mut *out, &taken)?;
         writeln!(out)?;
     } else {
+        if taken.is_empty() {
+            writeln!(
+                out,
+                "Nothing at risk in the pending migrations: no snapshot taken."
+            )?;
+        }
+        for note in &notes {
+            writeln!(out, "note: {note}")?;
+        }
         for p in &taken {
             writeln!(
                 out,

@@ -85,6 +85,17 @@ impl Engine {
         }
     }
 
+    /// Drops a temporary table left on a pooled connection by an earlier session
+    /// (MySQL and SQLite keep them for the connection's life, even on rollback).
+    pub fn drop_temp_table(self, name: &str) -> String {
+        match self {
+            Engine::Mysql => format!("DROP TEMPORARY TABLE IF EXISTS {}", self.quote(name)),
+            Engine::Postgres | Engine::Sqlite => {
+                format!("DROP TABLE IF EXISTS {}", self.quote(name))
+            }
+        }
+    }
+
     /// `UPDATE target SET assignments FROM source WHERE join AND condition`, in
     /// the engine's syntax. `assignments` are `(target column, source expression)`.
     pub fn update_from(

@@ -115,6 +115,10 @@ pub struct Manifest {
     /// The migration (`app.name`) the snapshot protects; None for ad-hoc
     /// snapshots, which no migration's rollback will pick up.
     pub migration: Option<String>,
+    /// The command that rolls the schema back before this snapshot is restored
+    /// (`python manage.py migrate catalog 0002_product_notes`), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_command: Option<String>,
     /// Planned or ad-hoc, for listings and retention.
     pub reason: Reason,
     /// The environment (e.g. `production`), so a snapshot is not restored
@@ -262,6 +266,7 @@ pub(super) mod tests {
             format: MANIFEST_FORMAT,
             id,
             migration: Some("billing.0042_drop_legacy".into()),
+            rollback_command: None,
             reason: Reason::Plan,
             environment: "production".into(),
             database: DatabaseInfo {

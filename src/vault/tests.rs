@@ -14,6 +14,7 @@ use super::*;
 fn meta(migration: Option<&str>) -> SnapshotMeta {
     SnapshotMeta {
         migration: migration.map(str::to_owned),
+        rollback_command: None,
         reason: if migration.is_some() {
             Reason::Plan
         } else {

@@ -26,6 +26,8 @@ pub struct SnapshotMeta {
     /// The migration (`app.name`) this snapshot protects; required for
     /// `Reason::Plan`, so rollback can find the snapshot by migration.
     pub migration: Option<String>,
+    /// How to roll the schema back before restoring, when known.
+    pub rollback_command: Option<String>,
     /// Planned or ad-hoc.
     pub reason: Reason,
     /// The environment name, recorded so restore can refuse the wrong one.
@@ -289,6 +291,7 @@ impl SnapshotWriter {
             format: MANIFEST_FORMAT,
             id: self.id.clone(),
             migration: self.meta.migration.clone(),
+            rollback_command: self.meta.rollback_command.clone(),
             reason: self.meta.reason,
             environment: self.meta.environment.clone(),
             database: self.meta.database.clone(),

@@ -6,9 +6,8 @@ use crate::harness::{Workspace, stderr, stdout};
 fn commands_of_later_releases_say_not_implemented_and_exit_2() {
     let ws = Workspace::new();
     ws.sqlite_config("");
-    let commands: [&[&str]; 7] = [
+    let commands: [&[&str]; 6] = [
         &["gate"],
-        &["restore", "--snapshot", "x"],
         &["replay", "app.log"],
         &["incidents", "list"],
         &["incidents", "approve", "x"],

@@ -34,6 +34,11 @@ pub async fn execute(test_db: &TestDb, statements: &[String]) {
     }
 }
 
+/// Runs one statement on a test database from sync code.
+pub fn block_on_sql(test_db: &TestDb, sql: &str) {
+    crate::harness::block_on(execute(test_db, &[sql.to_string()]));
+}
+
 #[tokio::test]
 async fn counts_rows_and_values_with_hostile_names_on_every_engine() {
     for kind in ENGINES {

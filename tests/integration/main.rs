@@ -8,5 +8,6 @@ mod config;
 mod daemon;
 mod db;
 mod django_support;
+mod restore;
 mod scan;
 mod vault;

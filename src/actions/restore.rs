@@ -1,0 +1,650 @@
+//! Restore: after the schema was rolled back, write a snapshot's data back, exactly,
+//! and prove it.
+//!
+//! Per object, in one transaction: the snapshot's rows go into a session-private
+//! staging table, then set-based statements insert the missing rows (a dropped
+//! table) or put the values back by primary key (dropped columns). Rows that
+//! changed since the snapshot are counted as conflicts and left alone unless
+//! forced. Before commit, every restored row is compared with the staging table;
+//! after commit, when the object holds only the snapshot's rows, its checksum is
+//! recomputed from the database and compared with the manifest's.
+//!
+//! It refuses to write anything while the schema is not rolled back, and a second
+//! run changes nothing.
+
+use futures_util::StreamExt;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::db::{Adapter, DbError, Engine, Session, TableInfo};
+use crate::vault::{
+    Checksummer, Manifest, ObjectEntry, ObjectKind, SnapshotId, Value, Vault, VaultError,
+};
+
+const STAGE: &str = "dropguard_restore_stage";
+/// Bind parameters per statement: under SQLite's 32,766 and PostgreSQL's 65,535.
+const MAX_PARAMS: usize = 30_000;
+const MAX_BATCH_ROWS: usize = 1_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    #[error(
+        "snapshot {id} was taken from {snapshot} but database.url points at {target}; restore it into the same kind of database"
+    )]
+    WrongEngine {
+        id: String,
+        snapshot: Engine,
+        target: Engine,
+    },
+    #[error(
+        "snapshot {id} belongs to environment {snapshot:?}, this configuration is {target:?}; use the configuration of {snapshot:?}"
+    )]
+    WrongEnvironment {
+        id: String,
+        snapshot: String,
+        target: String,
+    },
+    #[error(
+        "the schema is not rolled back yet: {reason}; run `{command}` first, then restore again"
+    )]
+    NotRolledBack { reason: String, command: String },
+    #[error("verification of {table} failed after writing: {detail}; nothing was committed for it")]
+    VerificationFailed { table: String, detail: String },
+    #[error("reading the snapshot stopped unexpectedly: {0}")]
+    Reader(String),
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Do everything in the transaction, report, then roll it back.
+    pub dry_run: bool,
+    /// Overwrite rows that changed since the snapshot.
+    pub force: bool,
+}
+
+/// How the written data was proven equal to the snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "method")]
+pub enum Verification {
+    /// The object's rows, re-read from the database, have the snapshot's checksum.
+    Checksum,
+    /// Every restored row equals its staged snapshot row (the table also holds
+    /// rows the snapshot does not, so a whole-object checksum cannot apply).
+    Compared { rows: u64 },
+    /// A dry run verifies nothing.
+    NotRun,
+}
+
+/// What happened to one object.
+#[derive(Debug, Clone, Serialize)]
+pub struct ObjectReport {
+    pub table: String,
+    pub kind: ObjectKind,
+    pub columns: Vec<String>,
+    pub snapshot_rows: u64,
+    /// Rows inserted (a table) or rows whose values were put back (columns).
+    pub written: u64,
+    /// Rows already equal to the snapshot.
+    pub unchanged: u64,
+    /// Rows that changed since the snapshot and were left alone (or, with
+    /// `--force`, overwritten: then they are also counted in `written`).
+    pub conflicts: u64,
+    /// Rows of the snapshot no longer in the table (column restores only).
+    pub missing: u64,
+    pub verification: Verification,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub snapshot: String,
+    pub migration: Option<String>,
+    pub dry_run: bool,
+    /// Conflicting rows were overwritten.
+    pub forced: bool,
+    pub objects: Vec<ObjectReport>,
+}
+
+impl Report {
+    /// Rows of the snapshot that are not in the database as they were.
+    pub fn unresolved(&self) -> u64 {
+        self.objects
+            .iter()
+            .map(|o| o.missing + if self.forced { 0 } else { o.conflicts })
+            .sum()
+    }
+}
+
+/// Restores snapshot `id` into `db`.
+pub async fn restore(
+    db: &dyn Adapter,
+    vault: &Vault,
+    id: &SnapshotId,
+    environment: &str,
+    options: Options,
+) -> Result<Report, RestoreError> {
+    let manifest = vault.show(id)?;
+    check_target(db, &manifest, environment).await?;
+    let mut tables = Vec::new();
+    for (index, object) in manifest.objects.iter().enumerate() {
+        tables.push((
+            index,
+            object,
+            rolled_back_table(db, &manifest, object).await?,
+        ));
+    }
+    let mut objects = Vec::new();
+    for (index, object, table) in parents_first(tables) {
+        objects.push(restore_object(db, vault, id, index, object, &table, options).await?);
+    }
+    Ok(Report {
+        snapshot: id.to_string(),
+        migration: manifest.migration.clone(),
+        dry_run: options.dry_run,
+        forced: options.force,
+        objects,
+    })
+}
+
+async fn check_target(
+    db: &dyn Adapter,
+    manifest: &Manifest,
+    environment: &str,
+) -> Result<(), RestoreError> {
+    if manifest.database.kind != db.engine() {
+        return Err(RestoreError::WrongEngine {
+            id: manifest.id.to_string(),
+            snapshot: manifest.database.kind,
+            target: db.engine(),
+        });
+    }
+    if manifest.environment != environment {
+        return Err(RestoreError::WrongEnvironment {
+            id: manifest.id.to_string(),
+            snapshot: manifest.environment.clone(),
+            target: environment.to_string(),
+        });
+    }
+    if let Some((app, name)) = manifest
+        .migration
+        .as_deref()
+        .and_then(|m| m.split_once('.'))
+        && db
+            .applied_migrations()
+            .await?
+            .contains(&(app.to_string(), name.to_string()))
+    {
+        return Err(not_rolled_back(
+            manifest,
+            format!("django_migrations still records {app}.{name} as applied"),
+        ));
+    }
+    Ok(())
+}
+
+fn not_rolled_back(manifest: &Manifest, reason: String) -> RestoreError {
+    let command = manifest
+        .rollback_command
+        .clone()
+        .unwrap_or_else(|| match &manifest.migration {
+            Some(migration) => {
+                format!("the rollback of {migration} (python manage.py migrate <app> <previous>)")
+            }
+            None => "the schema rollback".to_string(),
+        });
+    RestoreError::NotRolledBack { reason, command }
+}
+
+/// The live table an object goes back into; it and every column the snapshot
+/// holds must exist again.
+async fn rolled_back_table(
+    db: &dyn Adapter,
+    manifest: &Manifest,
+    object: &ObjectEntry,
+) -> Result<TableInfo, RestoreError> {
+    let table = db.introspect(&object.table).await?.ok_or_else(|| {
+        not_rolled_back(manifest, format!("table {} does not exist", object.table))
+    })?;
+    if let Some(missing) = object
+        .row_columns
+        .iter()
+        .find(|c| table.column(c).is_none())
+    {
+        return Err(not_rolled_back(
+            manifest,
+            format!("table {} has no column {missing}", object.table),
+        ));
+    }
+    Ok(table)
+}
+
+/// Objects ordered so that a table comes before the tables whose foreign keys
+/// reference it. A cycle keeps the remaining objects in snapshot order.
+fn parents_first(
+    mut pending: Vec<(usize, &ObjectEntry, TableInfo)>,
+) -> Vec<(usize, &ObjectEntry, TableInfo)> {
+    let mut ordered = Vec::with_capacity(pending.len());
+    while !pending.is_empty() {
+        let ready = pending.iter().position(|(_, object, _)| {
+            object.foreign_keys.iter().all(|fk| {
+                fk.referenced_table == object.table
+                    || !pending
+                        .iter()
+                        .any(|(_, other, _)| other.table == fk.referenced_table)
+            })
+        });
+        ordered.push(pending.remove(ready.unwrap_or(0)));
+    }
+    ordered
+}
+
+/// SQL pieces for one object, all identifiers quoted.
+struct Sql {
+    engine: Engine,
+    /// The target table's name, unquoted.
+    table: String,
+    target: String,
+    stage: String,
+    /// `target.pk = stage.pk AND …`
+    join: String,
+}
+
+impl Sql {
+    fn t(&self, column: &str) -> String {
+        format!("{}.{}", self.target, self.engine.quote(column))
+    }
+
+    fn s(&self, column: &str) -> String {
+        format!("{}.{}", self.stage, self.engine.quote(column))
+    }
+
+    fn same(&self, column: &str) -> String {
+        self.engine.not_distinct(&self.t(column), &self.s(column))
+    }
+
+    fn all_same(&self, columns: &[String]) -> String {
+        let parts: Vec<String> = columns.iter().map(|c| self.same(c)).collect();
+        format!("({})", parts.join(" AND "))
+    }
+
+    fn joined_count(&self, condition: &str) -> String {
+        format!(
+            "SELECT COUNT(*) FROM {} JOIN {} ON {} WHERE {condition}",
+            self.stage, self.target, self.join
+        )
+    }
+}
+
+async fn restore_object(
+    db: &dyn Adapter,
+    vault: &Vault,
+    id: &SnapshotId,
+    index: usize,
+    object: &ObjectEntry,
+    table: &TableInfo,
+    options: Options,
+) -> Result<ObjectReport, RestoreError> {
+    let engine = db.engine();
+    let key = &object.primary_key;
+    let sql = Sql {
+        engine,
+        table: object.table.clone(),
+        target: engine.quote(&object.table),
+        stage: engine.quote(STAGE),
+        join: key
+            .iter()
+            .map(|k| {
+                format!(
+                    "{}.{} = {}.{}",
+                    engine.quote(&object.table),
+                    engine.quote(k),
+                    engine.quote(STAGE),
+                    engine.quote(k)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" AND "),
+    };
+    let types: Vec<&str> = object
+        .row_columns
+        .iter()
+        .map(|c| {
+            object
+                .all_columns
+                .iter()
+                .find(|info| &info.name == c)
+                .map_or("text", |info| info.declared_type.as_str())
+        })
+        .collect();
+    let mut session = db.begin().await?;
+    let stage_columns: Vec<(&str, &str)> = object
+        .row_columns
+        .iter()
+        .map(String::as_str)
+        .zip(types.iter().copied())
+        .collect();
+    let what = |step: &str| format!("restoring {}: {step}", object.table);
+    for statement in [
+        engine.drop_temp_table(STAGE),
+        engine.create_temp_table(STAGE, &stage_columns),
+    ] {
+        session
+            .execute(&statement, &[], &what("creating the staging table"))
+            .await?;
+    }
+    stage_rows(engine, session.as_mut(), vault, id, index, object, &types).await?;
+
+    let mut report = ObjectReport {
+        table: object.table.clone(),
+        kind: object.kind,
+        columns: object.columns.clone(),
+        snapshot_rows: object.rows,
+        written: 0,
+        unchanged: 0,
+        conflicts: 0,
+        missing: 0,
+        verification: Verification::NotRun,
+    };
+    let non_key: Vec<String> = object
+        .row_columns
+        .iter()
+        .filter(|c| !key.contains(c))
+        .cloned()
+        .collect();
+    match object.kind {
+        ObjectKind::Table => {
+            let all = sql.all_same(&object.row_columns);
+            report.unchanged = session
+                .count(&sql.joined_count(&all), &what("comparing"))
+                .await?;
+            report.conflicts = session
+                .count(&sql.joined_count(&format!("NOT {all}")), &what("comparing"))
+                .await?;
+            let columns: Vec<String> = object.row_columns.iter().map(|c| engine.quote(c)).collect();
+            let insert = format!(
+                "INSERT INTO {} ({cols}) SELECT {scols} FROM {} WHERE NOT EXISTS (SELECT 1 FROM {} WHERE {})",
+                sql.target,
+                sql.stage,
+                sql.target,
+                sql.join,
+                cols = columns.join(", "),
+                scols = object
+                    .row_columns
+                    .iter()
+                    .map(|c| sql.s(c))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            );
+            report.written = session
+                .execute(&insert, &[], &what("inserting rows"))
+                .await?;
+            if options.force && report.conflicts > 0 && !non_key.is_empty() {
+                let assignments: Vec<(String, String)> =
+                    non_key.iter().map(|c| (c.clone(), sql.s(c))).collect();
+                let update = engine.update_from(
+                    &object.table,
+                    STAGE,
+                    &assignments,
+                    &sql.join,
+                    &format!("NOT {all}"),
+                );
+                report.written += session
+                    .execute(&update, &[], &what("overwriting changed rows"))
+                    .await?;
+            }
+        }
+        ObjectKind::Columns => {
+            report.missing = session
+                .count(
+                    &format!(
+                        "SELECT COUNT(*) FROM {} WHERE NOT EXISTS (SELECT 1 FROM {} WHERE {})",
+                        sql.stage, sql.target, sql.join
+                    ),
+                    &what("looking for deleted rows"),
+                )
+                .await?;
+            report.unchanged = session
+                .count(
+                    &sql.joined_count(&sql.all_same(&object.columns)),
+                    &what("comparing"),
+                )
+                .await?;
+            for (n, column) in object.columns.iter().enumerate() {
+                let (written, conflicts) = restore_column(
+                    session.as_mut(),
+                    &sql,
+                    n,
+                    column,
+                    &types_of(object, column),
+                    options,
+                    &what,
+                )
+                .await?;
+                report.written += written;
+                report.conflicts += conflicts;
+            }
+        }
+    }
+
+    // Every snapshot row still in the table, and not a conflict left alone, must
+    // now equal its staged row.
+    let compared = session
+        .count(
+            &sql.joined_count(&sql.all_same(&object.row_columns)),
+            &what("verifying"),
+        )
+        .await?;
+    let expected = object.rows - report.missing - if options.force { 0 } else { report.conflicts };
+    if compared < expected {
+        return Err(RestoreError::VerificationFailed {
+            table: object.table.clone(),
+            detail: format!("{compared} of {expected} rows equal the snapshot"),
+        });
+    }
+    if options.dry_run {
+        return Ok(report);
+    }
+    session.commit().await?;
+    if object.kind == ObjectKind::Table
+        && let Some(column) = &object.generated_key
+    {
+        db.reset_generator(&object.table, column).await?;
+    }
+    report.verification = checksum_or_compared(db, object, table, compared).await?;
+    Ok(report)
+}
+
+fn types_of(object: &ObjectEntry, column: &str) -> String {
+    object
+        .all_columns
+        .iter()
+        .find(|info| info.name == column)
+        .map_or_else(|| "text".to_string(), |info| info.declared_type.clone())
+}
+
+/// Puts one column's values back. A rolled-back column holds the same fill value
+/// in every row (NULL, or the default Django filled it with); a row holding another
+/// value that differs from the snapshot was written since, and is a conflict.
+/// The fill is NULL, or the most common differing value when at least two rows
+/// share it: a value in one row only may be a write, so it is never overwritten
+/// without `--force`.
+async fn restore_column(
+    session: &mut dyn Session,
+    sql: &Sql,
+    n: usize,
+    column: &str,
+    declared_type: &str,
+    options: Options,
+    what: &dyn Fn(&str) -> String,
+) -> Result<(u64, u64), RestoreError> {
+    let engine = sql.engine;
+    let fill = format!("dropguard_restore_fill_{n}");
+    let fill_q = engine.quote(&fill);
+    let column_q = engine.quote(column);
+    for statement in [
+        engine.drop_temp_table(&fill),
+        engine.create_temp_table(&fill, &[(column, declared_type)]),
+    ] {
+        session
+            .execute(&statement, &[], &what("creating the fill table"))
+            .await?;
+    }
+    let differs = format!("NOT {}", sql.same(column));
+    session
+        .execute(
+            &format!(
+                "INSERT INTO {fill_q} ({column_q}) SELECT {t} FROM {} JOIN {} ON {} WHERE {differs} GROUP BY {t} HAVING COUNT(*) >= 2 ORDER BY COUNT(*) DESC LIMIT 1",
+                sql.stage,
+                sql.target,
+                sql.join,
+                t = sql.t(column),
+            ),
+            &[],
+            &what("finding the fill value"),
+        )
+        .await?;
+    let fillable = format!(
+        "({t} IS NULL OR {})",
+        engine.not_distinct(
+            &sql.t(column),
+            &format!("(SELECT {column_q} FROM {fill_q})")
+        ),
+        t = sql.t(column)
+    );
+    let conflicts = session
+        .count(
+            &sql.joined_count(&format!("{differs} AND NOT {fillable}")),
+            &what("counting conflicts"),
+        )
+        .await?;
+    let condition = if options.force {
+        differs
+    } else {
+        format!("{differs} AND {fillable}")
+    };
+    let update = engine.update_from(
+        &sql.table,
+        STAGE,
+        &[(column.to_string(), sql.s(column))],
+        &sql.join,
+        &condition,
+    );
+    let written = session
+        .execute(&update, &[], &what("putting values back"))
+        .await?;
+    Ok((written, conflicts))
+}
+
+/// Streams the snapshot's rows into the staging table in multi-row INSERTs. The
+/// vault is read on a blocking thread through a bounded channel.
+async fn stage_rows(
+    engine: Engine,
+    session: &mut dyn Session,
+    vault: &Vault,
+    id: &SnapshotId,
+    index: usize,
+    object: &ObjectEntry,
+    types: &[&str],
+) -> Result<(), RestoreError> {
+    let width = object.row_columns.len();
+    let batch_rows = (MAX_PARAMS / width.max(1)).clamp(1, MAX_BATCH_ROWS);
+    let (tx, mut rx) = mpsc::channel::<Result<Vec<Vec<Value>>, VaultError>>(4);
+    let rows = vault.read_object(id, index)?;
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut batch = Vec::with_capacity(batch_rows);
+        for row in rows {
+            match row {
+                Ok(row) => batch.push(row),
+                Err(err) => {
+                    let _ = tx.blocking_send(Err(err));
+                    return;
+                }
+            }
+            if batch.len() == batch_rows
+                && tx
+                    .blocking_send(Ok(std::mem::replace(
+                        &mut batch,
+                        Vec::with_capacity(batch_rows),
+                    )))
+                    .is_err()
+            {
+                return;
+            }
+        }
+        if !batch.is_empty() {
+            let _ = tx.blocking_send(Ok(batch));
+        }
+    });
+    let columns: Vec<String> = object.row_columns.iter().map(|c| engine.quote(c)).collect();
+    while let Some(batch) = rx.recv().await {
+        let batch = batch?;
+        let mut values = Vec::with_capacity(batch.len() * width);
+        let mut tuples = Vec::with_capacity(batch.len());
+        for row in batch {
+            let start = values.len();
+            let placeholders: Vec<String> = (0..width)
+                .map(|i| engine.placeholder(start + i + 1, types[i]))
+                .collect();
+            tuples.push(format!("({})", placeholders.join(", ")));
+            values.extend(row);
+        }
+        let insert = format!(
+            "INSERT INTO {} ({}) VALUES {}",
+            engine.quote(STAGE),
+            columns.join(", "),
+            tuples.join(", ")
+        );
+        session
+            .execute(
+                &insert,
+                &values,
+                &format!("restoring {}: staging rows", object.table),
+            )
+            .await?;
+    }
+    reader
+        .await
+        .map_err(|err| RestoreError::Reader(err.to_string()))?;
+    Ok(())
+}
+
+/// After commit: when the object holds exactly the snapshot's rows, its checksum
+/// recomputed from the database must be the manifest's; otherwise the in-
+/// transaction comparison stands.
+async fn checksum_or_compared(
+    db: &dyn Adapter,
+    object: &ObjectEntry,
+    table: &TableInfo,
+    compared: u64,
+) -> Result<Verification, RestoreError> {
+    let live_rows = db.count_rows(&object.table).await?;
+    if live_rows != object.rows || compared != object.rows {
+        return Ok(Verification::Compared { rows: compared });
+    }
+    let mut checksum = Checksummer::new();
+    // The snapshot's own column order: the key, then the rest as preserved.
+    let columns: Vec<String> = object
+        .row_columns
+        .iter()
+        .filter(|c| !object.primary_key.contains(c))
+        .cloned()
+        .collect();
+    let mut rows = db.stream_rows(table, &columns);
+    while let Some(row) = rows.next().await {
+        checksum.add_row(&row?)?;
+    }
+    let found = checksum.checksum();
+    if found != object.checksum() {
+        return Err(RestoreError::VerificationFailed {
+            table: object.table.clone(),
+            detail: format!(
+                "the restored rows read back as {found}, the snapshot holds {} (committed; rerun with --dry-run to inspect)",
+                object.checksum()
+            ),
+        });
+    }
+    Ok(Verification::Checksum)
+}
