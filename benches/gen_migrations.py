@@ -51,7 +51,7 @@ for a, app in enumerate(app_names):
     ops = []
     for m in models_alive:
         ops.append(
-            "migrations.CreateModel(name='%s', fields=[('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')), ('title', models.CharField(max_length=100))], options={'db_table': '%s_%s_tbl'} if False else {})"
+            "migrations.CreateModel(name='%s', fields=[('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')), ('title', models.CharField(max_length=100))], options={'db_table': '%s_%s_tbl'})"
             % (m.capitalize(), app, m)
         )
     deps = [] if a == 0 else [(app_names[a - 1], "0001_initial")]
@@ -66,7 +66,8 @@ for a, app in enumerate(app_names):
             op = f"migrations.AddField(model_name='{model}', name='{f}', field=models.IntegerField(null=True, db_column='col_{n}'))"
             fields[model].append(f)
             slug = f"add_{model}_{f}"
-        elif step == 1 and fields[model]:
+        elif step == 1 and any(fields.values()):
+            model = next(m for m in models_alive if fields[m])
             gone = fields[model].pop(0)
             op = f"migrations.RemoveField(model_name='{model}', name='{gone}')"
             slug = f"remove_{model}_{gone}"
@@ -81,6 +82,7 @@ for a, app in enumerate(app_names):
             slug = f"rename_{model}_{old}"
         elif step == 4:
             op = f"migrations.AddField(model_name='{model}', name='{f}', field=models.ManyToManyField(to='{app}.note'))"
+            fields[model].append(f)
             slug = f"add_{model}_{f}"
         else:
             op = f"migrations.AlterField(model_name='{model}', name='title', field=models.CharField(max_length={100 + n}))"
