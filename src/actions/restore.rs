@@ -52,7 +52,7 @@ pub enum RestoreError {
         "the schema is not rolled back yet: {reason}; run `{command}` first, then restore again"
     )]
     NotRolledBack { reason: String, command: String },
-    #[error("verification of {table} failed after writing: {detail}; nothing was committed for it")]
+    #[error("verification of {table} failed: {detail}")]
     VerificationFailed { table: String, detail: String },
     #[error("reading the snapshot stopped unexpectedly: {0}")]
     Reader(String),
@@ -441,7 +441,9 @@ async fn restore_object(
     if compared < expected {
         return Err(RestoreError::VerificationFailed {
             table: object.table.clone(),
-            detail: format!("{compared} of {expected} rows equal the snapshot"),
+            detail: format!(
+                "{compared} of {expected} rows equal the snapshot; nothing was committed"
+            ),
         });
     }
     if options.dry_run {
@@ -478,15 +480,21 @@ async fn restore_column(
     column: &str,
     declared_type: &str,
     options: Options,
-    what: &dyn Fn(&str) -> String,
+    what: &(dyn Fn(&str) -> String + Sync),
 ) -> Result<(u64, u64), RestoreError> {
     let engine = sql.engine;
     let fill = format!("dropguard_restore_fill_{n}");
+    // The fill value is kept in the column's comparable form.
+    let fill_type = if engine == Engine::Postgres {
+        "text"
+    } else {
+        declared_type
+    };
     let fill_q = engine.quote(&fill);
     let column_q = engine.quote(column);
     for statement in [
         engine.drop_temp_table(&fill),
-        engine.create_temp_table(&fill, &[(column, declared_type)]),
+        engine.create_temp_table(&fill, &[(column, fill_type)]),
     ] {
         session
             .execute(&statement, &[], &what("creating the fill table"))
@@ -500,7 +508,7 @@ async fn restore_column(
                 sql.stage,
                 sql.target,
                 sql.join,
-                t = sql.t(column),
+                t = engine.comparable(&sql.t(column)),
             ),
             &[],
             &what("finding the fill value"),
@@ -641,7 +649,7 @@ async fn checksum_or_compared(
         return Err(RestoreError::VerificationFailed {
             table: object.table.clone(),
             detail: format!(
-                "the restored rows read back as {found}, the snapshot holds {} (committed; rerun with --dry-run to inspect)",
+                "the restored rows read back as {found}, the snapshot holds {}; the rows were committed, `dropguard snapshots verify` checks the snapshot itself",
                 object.checksum()
             ),
         });

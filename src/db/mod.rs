@@ -54,10 +54,24 @@ impl Engine {
         }
     }
 
+    /// An expression in a form every type can be compared and grouped by:
+    /// PostgreSQL compares the text form, which is exact (`10.50` is not `10.5`)
+    /// and exists for types without an equality operator (json, point, xml).
+    pub fn comparable(self, expr: &str) -> String {
+        match self {
+            Engine::Postgres => format!("({expr})::text"),
+            Engine::Mysql | Engine::Sqlite => expr.to_string(),
+        }
+    }
+
     /// `a` and `b` are equal, NULL equal to NULL.
     pub fn not_distinct(self, a: &str, b: &str) -> String {
         match self {
-            Engine::Postgres => format!("{a} IS NOT DISTINCT FROM {b}"),
+            Engine::Postgres => format!(
+                "{} IS NOT DISTINCT FROM {}",
+                self.comparable(a),
+                self.comparable(b)
+            ),
             Engine::Mysql => format!("{a} <=> {b}"),
             Engine::Sqlite => format!("{a} IS {b}"),
         }

@@ -9,5 +9,6 @@ mod daemon;
 mod db;
 mod django_support;
 mod restore;
+mod roundtrip;
 mod scan;
 mod vault;
