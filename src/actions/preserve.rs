@@ -60,6 +60,8 @@ pub struct Request {
 pub struct Preserved {
     pub id: String,
     pub migration: Option<String>,
+    /// Another instance completed this snapshot while this one waited for the lock.
+    pub reused: bool,
     pub objects: Vec<PreservedObject>,
     pub rows: u64,
     pub compressed_bytes: u64,
@@ -71,6 +73,59 @@ pub struct PreservedObject {
     pub table: String,
     pub columns: Vec<String>,
     pub rows: u64,
+}
+
+/// The advisory lock under which a migration is preserved or restored, so that
+/// of several instances watching one database, one does it.
+pub fn lock_name(migration: Option<&str>, fallback: &str) -> String {
+    match migration {
+        Some(migration) => format!("dropguard:migration:{migration}"),
+        None => format!("dropguard:ad-hoc:{fallback}"),
+    }
+}
+
+/// [`preserve`] under the migration's advisory lock. When another instance
+/// completed a snapshot of the same migration while this one waited, that
+/// snapshot is reported (`reused`) instead of taking a second one.
+pub async fn preserve_once(
+    db: &dyn Adapter,
+    vault: &Vault,
+    request: &Request,
+) -> Result<Preserved, PreserveError> {
+    let first_table = request.targets.first().map_or("", |t| t.table.as_str());
+    let waiting_since = std::time::SystemTime::now();
+    let guard = db
+        .lock(&lock_name(request.migration.as_deref(), first_table))
+        .await?;
+    let result = async {
+        if let Some(migration) = &request.migration
+            && let Some(manifest) = vault.find_for_migration(migration)?
+            && manifest.completed_at >= waiting_since
+        {
+            tracing::info!(snapshot = %manifest.id, migration, "snapshot taken by another instance");
+            return Ok(Preserved {
+                id: manifest.id.to_string(),
+                migration: manifest.migration.clone(),
+                reused: true,
+                objects: manifest
+                    .objects
+                    .iter()
+                    .map(|o| PreservedObject {
+                        table: o.table.clone(),
+                        columns: o.columns.clone(),
+                        rows: o.rows,
+                    })
+                    .collect(),
+                rows: manifest.objects.iter().map(|o| o.rows).sum(),
+                compressed_bytes: manifest.objects.iter().map(|o| o.compressed_bytes).sum(),
+                seconds: 0.0,
+            });
+        }
+        preserve(db, vault, request).await
+    }
+    .await;
+    guard.release().await;
+    result
 }
 
 /// Takes one snapshot of every target of `request`.
@@ -135,6 +190,7 @@ pub async fn preserve(
     Ok(Preserved {
         id: summary.id.to_string(),
         migration: summary.manifest.migration.clone(),
+        reused: false,
         objects: summary
             .manifest
             .objects

@@ -127,13 +127,28 @@ pub async fn restore(
     options: Options,
 ) -> Result<Report, RestoreError> {
     let manifest = vault.show(id)?;
-    check_target(db, &manifest, environment).await?;
+    let lock = crate::actions::preserve::lock_name(manifest.migration.as_deref(), id.as_str());
+    let guard = db.lock(&lock).await?;
+    let result = restore_locked(db, vault, id, &manifest, environment, options).await;
+    guard.release().await;
+    result
+}
+
+async fn restore_locked(
+    db: &dyn Adapter,
+    vault: &Vault,
+    id: &SnapshotId,
+    manifest: &Manifest,
+    environment: &str,
+    options: Options,
+) -> Result<Report, RestoreError> {
+    check_target(db, manifest, environment).await?;
     let mut tables = Vec::new();
     for (index, object) in manifest.objects.iter().enumerate() {
         tables.push((
             index,
             object,
-            rolled_back_table(db, &manifest, object).await?,
+            rolled_back_table(db, manifest, object).await?,
         ));
     }
     let mut objects = Vec::new();

@@ -74,7 +74,7 @@ pub async fn run(config: &Config, args: &Args, out: &mut dyn Write) -> anyhow::R
     };
     let mut taken: Vec<Preserved> = Vec::new();
     for request in &requests {
-        let preserved = preserve::preserve(db.as_ref(), &vault, request).await;
+        let preserved = preserve::preserve_once(db.as_ref(), &vault, request).await;
         match preserved {
             Ok(preserved) => taken.push(preserved),
             Err(err) => {
@@ -101,15 +101,24 @@ pub async fn run(config: &Config, args: &Args, out: &mut dyn Write) -> anyhow::R
             writeln!(out, "note: {note}")?;
         }
         for p in &taken {
-            writeln!(
-                out,
-                "snapshot {} ({}): {} rows in {:.2}s, {} bytes compressed",
-                p.id,
-                p.migration.as_deref().unwrap_or("ad hoc"),
-                p.rows,
-                p.seconds,
-                p.compressed_bytes
-            )?;
+            if p.reused {
+                writeln!(
+                    out,
+                    "snapshot {} ({}): taken by another dropguard instance while this one waited",
+                    p.id,
+                    p.migration.as_deref().unwrap_or("ad hoc")
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "snapshot {} ({}): {} rows in {:.2}s, {} bytes compressed",
+                    p.id,
+                    p.migration.as_deref().unwrap_or("ad hoc"),
+                    p.rows,
+                    p.seconds,
+                    p.compressed_bytes
+                )?;
+            }
             for o in &p.objects {
                 let what = if o.columns.is_empty() {
                     format!("table {}", o.table)

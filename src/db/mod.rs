@@ -192,6 +192,10 @@ pub enum DbError {
     UnknownColumn { table: String, column: String },
     #[error("table {table} has no primary key; dropguard needs one to restore values by key")]
     NoPrimaryKey { table: String },
+    #[error(
+        "waited {waited:?} for lock {name:?} held by another dropguard instance; is one stuck?"
+    )]
+    LockTimeout { name: String, waited: Duration },
     #[error("{what}: {source}")]
     Query {
         what: String,
@@ -363,6 +367,11 @@ pub trait Adapter: Send + Sync {
         Ok(pairs.into_iter().collect())
     }
 
+    /// Takes the advisory lock `name`, shared by every dropguard on this database
+    /// (PostgreSQL `pg_advisory_lock`, MySQL `GET_LOCK`, a file lock beside a
+    /// SQLite file), waiting up to [`LOCK_WAIT`] for another holder.
+    async fn lock(&self, name: &str) -> Result<Box<dyn LockGuard>, DbError>;
+
     /// One connection in one transaction, for writing an object back.
     async fn begin(&self) -> Result<Box<dyn Session>, DbError>;
 
@@ -373,6 +382,26 @@ pub trait Adapter: Send + Sync {
     }
 
     async fn close(&self);
+}
+
+/// How long an instance waits for another to finish preserving or restoring the
+/// same migration before giving up.
+pub const LOCK_WAIT: Duration = Duration::from_secs(600);
+
+/// A held advisory lock. Dropping it without `release` still frees it (the
+/// connection holding it is closed, or the file lock dropped), just less promptly.
+#[async_trait]
+pub trait LockGuard: Send {
+    async fn release(self: Box<Self>);
+}
+
+/// The 64-bit key of a lock name: stable across instances and versions.
+pub fn lock_key(name: &str) -> [u8; 8] {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(name.as_bytes());
+    let mut key = [0u8; 8];
+    key.copy_from_slice(&digest[..8]);
+    key
 }
 
 /// One connection inside one transaction. Dropped without `commit`, everything it

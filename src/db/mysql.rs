@@ -7,8 +7,8 @@ use sqlx::{AssertSqlSafe, Connection, Row};
 use std::str::FromStr;
 
 use super::{
-    Adapter, CONNECT_TIMEOUT, ColumnInfo, DbError, Engine, ForeignKey, RowStream, Session,
-    TableInfo, failed_stream, select_sql,
+    Adapter, CONNECT_TIMEOUT, ColumnInfo, DbError, Engine, ForeignKey, LOCK_WAIT, LockGuard,
+    RowStream, Session, TableInfo, failed_stream, lock_key, select_sql,
 };
 use crate::vault::Value;
 use futures_util::StreamExt;
@@ -198,6 +198,26 @@ impl Adapter for Mysql {
             .map_err(DbError::query(what))
     }
 
+    async fn lock(&self, name: &str) -> Result<Box<dyn LockGuard>, DbError> {
+        // GET_LOCK names are at most 64 characters: use the key's hex.
+        let lock_name = format!("dropguard:{}", hex(&lock_key(name)));
+        let what = || format!("taking lock {name:?}");
+        let mut conn = self.pool.acquire().await.map_err(DbError::query(what()))?;
+        let taken: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, ?)")
+            .bind(&lock_name)
+            .bind(LOCK_WAIT.as_secs())
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(DbError::query(what()))?;
+        if taken != Some(1) {
+            return Err(DbError::LockTimeout {
+                name: name.to_string(),
+                waited: LOCK_WAIT,
+            });
+        }
+        Ok(Box::new(MyLock { conn, lock_name }))
+    }
+
     async fn begin(&self) -> Result<Box<dyn Session>, DbError> {
         let tx = self
             .pool
@@ -323,5 +343,29 @@ impl Session for MySession {
 
     async fn commit(self: Box<Self>) -> Result<(), DbError> {
         self.tx.commit().await.map_err(DbError::query("committing"))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The connection holding a `GET_LOCK` lock.
+struct MyLock {
+    conn: sqlx::pool::PoolConnection<sqlx::MySql>,
+    lock_name: String,
+}
+
+#[async_trait]
+impl LockGuard for MyLock {
+    async fn release(mut self: Box<Self>) {
+        let released = sqlx::query("SELECT RELEASE_LOCK(?)")
+            .bind(&self.lock_name)
+            .execute(&mut *self.conn)
+            .await;
+        if let Err(err) = released {
+            tracing::warn!(error = %err, "releasing a lock failed; closing its connection");
+            let _ = self.conn.detach().close().await;
+        }
     }
 }

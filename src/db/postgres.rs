@@ -7,8 +7,8 @@ use sqlx::{AssertSqlSafe, Connection, Row};
 use std::str::FromStr;
 
 use super::{
-    Adapter, CONNECT_TIMEOUT, ColumnInfo, DbError, Engine, ForeignKey, RowStream, Session,
-    TableInfo, failed_stream, select_sql,
+    Adapter, CONNECT_TIMEOUT, ColumnInfo, DbError, Engine, ForeignKey, LOCK_WAIT, LockGuard,
+    RowStream, Session, TableInfo, failed_stream, lock_key, select_sql,
 };
 use crate::vault::Value;
 use futures_util::StreamExt;
@@ -191,6 +191,37 @@ impl Adapter for Postgres {
             .map_err(DbError::query(what))
     }
 
+    async fn lock(&self, name: &str) -> Result<Box<dyn LockGuard>, DbError> {
+        let key = i64::from_be_bytes(lock_key(name));
+        let what = || format!("taking lock {name:?}");
+        let mut conn = self.pool.acquire().await.map_err(DbError::query(what()))?;
+        let wait_ms = LOCK_WAIT.as_millis().to_string();
+        sqlx::query("SELECT set_config('lock_timeout', $1, false)")
+            .bind(&wait_ms)
+            .execute(&mut *conn)
+            .await
+            .map_err(DbError::query(what()))?;
+        let taken = sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(key)
+            .execute(&mut *conn)
+            .await;
+        let reset = sqlx::query("SELECT set_config('lock_timeout', '0', false)")
+            .execute(&mut *conn)
+            .await;
+        match taken {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(err)) if err.code().as_deref() == Some("55P03") => {
+                return Err(DbError::LockTimeout {
+                    name: name.to_string(),
+                    waited: LOCK_WAIT,
+                });
+            }
+            Err(err) => return Err(DbError::query(what())(err)),
+        }
+        reset.map_err(DbError::query(what()))?;
+        Ok(Box::new(PgLock { conn, key }))
+    }
+
     async fn begin(&self) -> Result<Box<dyn Session>, DbError> {
         let tx = self
             .pool
@@ -337,5 +368,26 @@ impl Session for PgSession {
 
     async fn commit(self: Box<Self>) -> Result<(), DbError> {
         self.tx.commit().await.map_err(DbError::query("committing"))
+    }
+}
+
+/// The connection holding a session-level advisory lock.
+struct PgLock {
+    conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
+    key: i64,
+}
+
+#[async_trait]
+impl LockGuard for PgLock {
+    async fn release(mut self: Box<Self>) {
+        let released = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(self.key)
+            .execute(&mut *self.conn)
+            .await;
+        if let Err(err) = released {
+            // Closing the connection ends the session, which frees the lock.
+            tracing::warn!(error = %err, "releasing an advisory lock failed; closing its connection");
+            let _ = self.conn.detach().close().await;
+        }
     }
 }

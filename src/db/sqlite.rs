@@ -10,8 +10,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use sqlx::{AssertSqlSafe, Row};
 
 use super::{
-    Adapter, CONNECT_TIMEOUT, ColumnInfo, DbError, Engine, ForeignKey, RowStream, Session,
-    TableInfo, failed_stream, select_sql,
+    Adapter, CONNECT_TIMEOUT, ColumnInfo, DbError, Engine, ForeignKey, LOCK_WAIT, LockGuard,
+    RowStream, Session, TableInfo, failed_stream, lock_key, select_sql,
 };
 use crate::vault::Value;
 use futures_util::StreamExt;
@@ -19,17 +19,21 @@ use sqlx::sqlite::SqliteRow;
 
 pub struct Sqlite {
     pool: SqlitePool,
+    /// The database file: lock files live beside it, where every instance
+    /// sharing the file can see them.
+    path: std::path::PathBuf,
 }
 
 impl Sqlite {
     pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
         let options = SqliteConnectOptions::from_str(url)?.create_if_missing(false);
+        let path = options.get_filename().to_path_buf();
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(CONNECT_TIMEOUT)
             .connect_with(options)
             .await?;
-        Ok(Self { pool })
+        Ok(Self { pool, path })
     }
 }
 
@@ -178,6 +182,38 @@ impl Adapter for Sqlite {
             .map_err(DbError::query(what))
     }
 
+    async fn lock(&self, name: &str) -> Result<Box<dyn LockGuard>, DbError> {
+        let key: String = lock_key(name).iter().map(|b| format!("{b:02x}")).collect();
+        let mut file_name = self.path.file_name().unwrap_or_default().to_os_string();
+        file_name.push(format!(".dropguard-{key}.lock"));
+        let path = self.path.with_file_name(file_name);
+        let what = format!("taking lock {name:?} ({})", path.display());
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|err| DbError::query(what.clone())(sqlx::Error::Io(err)))?;
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(Box::new(FileLock { _file: file })),
+                Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(DbError::LockTimeout {
+                        name: name.to_string(),
+                        waited: LOCK_WAIT,
+                    });
+                }
+                Err(std::fs::TryLockError::Error(err)) => {
+                    return Err(DbError::query(what)(sqlx::Error::Io(err)));
+                }
+            }
+        }
+    }
+
     async fn begin(&self) -> Result<Box<dyn Session>, DbError> {
         let tx = self
             .pool
@@ -242,4 +278,14 @@ impl Session for LiteSession {
     async fn commit(self: Box<Self>) -> Result<(), DbError> {
         self.tx.commit().await.map_err(DbError::query("committing"))
     }
+}
+
+/// An exclusive `flock` on a file beside the database, released when dropped.
+struct FileLock {
+    _file: std::fs::File,
+}
+
+#[async_trait]
+impl LockGuard for FileLock {
+    async fn release(self: Box<Self>) {}
 }

@@ -2,6 +2,7 @@
 //! would, through its command line, its configuration and its HTTP port.
 
 mod harness;
+mod locking;
 
 mod cli;
 mod config;
