@@ -414,6 +414,17 @@ pub trait Session: Send {
     /// Runs a query returning one integer.
     async fn count(&mut self, sql: &str, what: &str) -> Result<u64, DbError>;
 
+    /// Bulk-loads `rows` into `table` by the engine's fastest path (PostgreSQL
+    /// COPY); `false` when the engine has none and multi-row INSERTs must do.
+    async fn copy_in(
+        &mut self,
+        _table: &str,
+        _columns: &[String],
+        _rows: &[Vec<Value>],
+    ) -> Result<bool, DbError> {
+        Ok(false)
+    }
+
     async fn commit(self: Box<Self>) -> Result<(), DbError>;
 }
 

@@ -366,8 +366,80 @@ impl Session for PgSession {
         Ok(count.unsigned_abs())
     }
 
+    async fn copy_in(
+        &mut self,
+        table: &str,
+        columns: &[String],
+        rows: &[Vec<Value>],
+    ) -> Result<bool, DbError> {
+        let what = format!("copying rows into {table}");
+        let quoted: Vec<String> = columns.iter().map(|c| Engine::Postgres.quote(c)).collect();
+        let statement = format!(
+            "COPY {} ({}) FROM STDIN",
+            Engine::Postgres.quote(table),
+            quoted.join(", ")
+        );
+        let mut data = Vec::with_capacity(rows.len() * 64);
+        for row in rows {
+            for (i, value) in row.iter().enumerate() {
+                if i > 0 {
+                    data.push(b'\t');
+                }
+                copy_text(value, &mut data);
+            }
+            data.push(b'\n');
+        }
+        let mut copy = self
+            .tx
+            .copy_in_raw(&statement)
+            .await
+            .map_err(DbError::query(what.clone()))?;
+        if let Err(err) = copy.send(data).await {
+            let _ = copy.abort("sending failed").await;
+            return Err(DbError::query(what)(err));
+        }
+        copy.finish().await.map_err(DbError::query(what))?;
+        Ok(true)
+    }
+
     async fn commit(self: Box<Self>) -> Result<(), DbError> {
         self.tx.commit().await.map_err(DbError::query("committing"))
+    }
+}
+
+/// One value in COPY's text format: `\N` for NULL, backslash escapes for the
+/// delimiter, line breaks and the backslash itself; the column type's input
+/// function parses the text, as it does for values bound as text.
+fn copy_text(value: &Value, out: &mut Vec<u8>) {
+    fn escaped(text: &str, out: &mut Vec<u8>) {
+        for byte in text.bytes() {
+            match byte {
+                b'\\' => out.extend_from_slice(b"\\\\"),
+                b'\t' => out.extend_from_slice(b"\\t"),
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                other => out.push(other),
+            }
+        }
+    }
+    match value {
+        Value::Null | Value::Array(_) => out.extend_from_slice(b"\\N"),
+        Value::Bool(v) => out.push(if *v { b't' } else { b'f' }),
+        Value::Int(v) => out.extend_from_slice(v.to_string().as_bytes()),
+        Value::UInt(v) => out.extend_from_slice(v.to_string().as_bytes()),
+        Value::Float(v) if v.is_nan() => out.extend_from_slice(b"NaN"),
+        Value::Float(v) if v.is_infinite() => {
+            out.extend_from_slice(if *v > 0.0 { b"Infinity" } else { b"-Infinity" })
+        }
+        // Rust prints the shortest text that parses back to the same bits.
+        Value::Float(v) => out.extend_from_slice(format!("{v:?}").as_bytes()),
+        Value::Bytes(bytes) => {
+            out.extend_from_slice(b"\\\\x");
+            for b in bytes {
+                out.extend_from_slice(format!("{b:02x}").as_bytes());
+            }
+        }
+        other => escaped(other.text().unwrap_or_default(), out),
     }
 }
 
