@@ -343,19 +343,38 @@ async fn restore_object(
     if object.kind == ObjectKind::Table {
         let existing = session
             .count(
-                &format!("SELECT COUNT(*) FROM (SELECT 1 FROM {} LIMIT 1) probe", sql.target),
+                &format!(
+                    "SELECT COUNT(*) FROM (SELECT 1 FROM {} LIMIT 1) probe",
+                    sql.target
+                ),
                 &what("looking for existing rows"),
             )
             .await?;
         if existing == 0 {
-            load_rows(engine, session.as_mut(), vault, id, index, object, &object.table, &types).await?;
+            load_rows(
+                engine,
+                session.as_mut(),
+                vault,
+                id,
+                index,
+                object,
+                &object.table,
+                &types,
+            )
+            .await?;
             let loaded = session
-                .count(&format!("SELECT COUNT(*) FROM {}", sql.target), &what("counting"))
+                .count(
+                    &format!("SELECT COUNT(*) FROM {}", sql.target),
+                    &what("counting"),
+                )
                 .await?;
             if loaded != object.rows {
                 return Err(RestoreError::VerificationFailed {
                     table: object.table.clone(),
-                    detail: format!("{loaded} rows loaded of {}; nothing was committed", object.rows),
+                    detail: format!(
+                        "{loaded} rows loaded of {}; nothing was committed",
+                        object.rows
+                    ),
                 });
             }
             let mut report = ObjectReport {
@@ -395,7 +414,17 @@ async fn restore_object(
             .execute(&statement, &[], &what("creating the staging table"))
             .await?;
     }
-    load_rows(engine, session.as_mut(), vault, id, index, object, STAGE, &types).await?;
+    load_rows(
+        engine,
+        session.as_mut(),
+        vault,
+        id,
+        index,
+        object,
+        STAGE,
+        &types,
+    )
+    .await?;
 
     let mut report = ObjectReport {
         table: object.table.clone(),

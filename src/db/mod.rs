@@ -6,6 +6,64 @@
 //! `x"; DROP TABLE y; --` is just a name. Values are always bound, never formatted
 //! into SQL.
 
+/// The [`Session`] of one engine: a transaction on one pooled connection, binding
+/// vault values by their variant. Engines differ only in how an unsigned integer
+/// is bound (`uint`: MySQL binds it natively, the others as text the column type
+/// parses) and in extra methods (`extra`, e.g. PostgreSQL's COPY).
+macro_rules! session {
+    ($name:ident, $db:ty, uint = |$v:ident| $uint:expr $(, extra = { $($extra:tt)* })?) => {
+        struct $name {
+            tx: sqlx::Transaction<'static, $db>,
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::db::Session for $name {
+            async fn execute(
+                &mut self,
+                sql: &str,
+                values: &[$crate::vault::Value],
+                what: &str,
+            ) -> Result<u64, $crate::db::DbError> {
+                use $crate::vault::Value;
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for value in values {
+                    query = match value {
+                        Value::Null | Value::Array(_) => query.bind(None::<String>),
+                        Value::Bool(v) => query.bind(*v),
+                        Value::Int(v) => query.bind(*v),
+                        Value::UInt($v) => query.bind($uint),
+                        Value::Float(v) => query.bind(*v),
+                        Value::Bytes(v) => query.bind(v.clone()),
+                        other => query.bind(other.text().unwrap_or_default().to_string()),
+                    };
+                }
+                let done = query
+                    .execute(&mut *self.tx)
+                    .await
+                    .map_err($crate::db::DbError::query(what))?;
+                Ok(done.rows_affected())
+            }
+
+            async fn count(&mut self, sql: &str, what: &str) -> Result<u64, $crate::db::DbError> {
+                let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .fetch_one(&mut *self.tx)
+                    .await
+                    .map_err($crate::db::DbError::query(what))?;
+                Ok(count.unsigned_abs())
+            }
+
+            async fn commit(self: Box<Self>) -> Result<(), $crate::db::DbError> {
+                self.tx
+                    .commit()
+                    .await
+                    .map_err($crate::db::DbError::query("committing"))
+            }
+
+            $($($extra)*)?
+        }
+    };
+}
+
 mod mysql;
 mod postgres;
 mod sqlite;

@@ -307,44 +307,7 @@ impl MyKind {
     }
 }
 
-struct MySession {
-    tx: sqlx::Transaction<'static, sqlx::MySql>,
-}
-
-#[async_trait]
-impl Session for MySession {
-    async fn execute(&mut self, sql: &str, values: &[Value], what: &str) -> Result<u64, DbError> {
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for value in values {
-            query = match value {
-                Value::Null | Value::Array(_) => query.bind(None::<String>),
-                Value::Bool(v) => query.bind(*v),
-                Value::Int(v) => query.bind(*v),
-                Value::UInt(v) => query.bind(*v),
-                Value::Float(v) => query.bind(*v),
-                Value::Bytes(v) => query.bind(v.clone()),
-                other => query.bind(other.text().unwrap_or_default().to_string()),
-            };
-        }
-        let done = query
-            .execute(&mut *self.tx)
-            .await
-            .map_err(DbError::query(what))?;
-        Ok(done.rows_affected())
-    }
-
-    async fn count(&mut self, sql: &str, what: &str) -> Result<u64, DbError> {
-        let count: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
-            .fetch_one(&mut *self.tx)
-            .await
-            .map_err(DbError::query(what))?;
-        Ok(count.unsigned_abs())
-    }
-
-    async fn commit(self: Box<Self>) -> Result<(), DbError> {
-        self.tx.commit().await.map_err(DbError::query("committing"))
-    }
-}
+session!(MySession, sqlx::MySql, uint = |v| *v);
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -330,82 +330,48 @@ impl PgKind {
     }
 }
 
-struct PgSession {
-    tx: sqlx::Transaction<'static, sqlx::Postgres>,
-}
-
-#[async_trait]
-impl Session for PgSession {
-    async fn execute(&mut self, sql: &str, values: &[Value], what: &str) -> Result<u64, DbError> {
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for value in values {
-            query = match value {
-                Value::Null => query.bind(None::<String>),
-                Value::Bool(v) => query.bind(*v),
-                Value::Int(v) => query.bind(*v),
-                // No unsigned integers in PostgreSQL; as text, the cast parses it.
-                Value::UInt(v) => query.bind(v.to_string()),
-                Value::Float(v) => query.bind(*v),
-                Value::Bytes(v) => query.bind(v.clone()),
-                Value::Array(_) => query.bind(None::<String>),
-                other => query.bind(other.text().unwrap_or_default().to_string()),
-            };
-        }
-        let done = query
-            .execute(&mut *self.tx)
-            .await
-            .map_err(DbError::query(what))?;
-        Ok(done.rows_affected())
-    }
-
-    async fn count(&mut self, sql: &str, what: &str) -> Result<u64, DbError> {
-        let count: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
-            .fetch_one(&mut *self.tx)
-            .await
-            .map_err(DbError::query(what))?;
-        Ok(count.unsigned_abs())
-    }
-
-    async fn copy_in(
-        &mut self,
-        table: &str,
-        columns: &[String],
-        rows: &[Vec<Value>],
-    ) -> Result<bool, DbError> {
-        let what = format!("copying rows into {table}");
-        let quoted: Vec<String> = columns.iter().map(|c| Engine::Postgres.quote(c)).collect();
-        let statement = format!(
-            "COPY {} ({}) FROM STDIN",
-            Engine::Postgres.quote(table),
-            quoted.join(", ")
-        );
-        let mut data = Vec::with_capacity(rows.len() * 64);
-        for row in rows {
-            for (i, value) in row.iter().enumerate() {
-                if i > 0 {
-                    data.push(b'\t');
+session!(
+    PgSession,
+    sqlx::Postgres,
+    uint = |v| v.to_string(),
+    extra = {
+        async fn copy_in(
+            &mut self,
+            table: &str,
+            columns: &[String],
+            rows: &[Vec<Value>],
+        ) -> Result<bool, DbError> {
+            let what = format!("copying rows into {table}");
+            let quoted: Vec<String> = columns.iter().map(|c| Engine::Postgres.quote(c)).collect();
+            let statement = format!(
+                "COPY {} ({}) FROM STDIN",
+                Engine::Postgres.quote(table),
+                quoted.join(", ")
+            );
+            let mut data = Vec::with_capacity(rows.len() * 64);
+            for row in rows {
+                for (i, value) in row.iter().enumerate() {
+                    if i > 0 {
+                        data.push(b'\t');
+                    }
+                    copy_text(value, &mut data);
                 }
-                copy_text(value, &mut data);
+                data.push(b'\n');
             }
-            data.push(b'\n');
+            let mut copy = self
+                .tx
+                .copy_in_raw(&statement)
+                .await
+                .map_err(DbError::query(what.clone()))?;
+            if let Err(err) = copy.send(data).await {
+                let _ = copy.abort("sending failed").await;
+                return Err(DbError::query(what)(err));
+            }
+            copy.finish().await.map_err(DbError::query(what))?;
+            Ok(true)
         }
-        let mut copy = self
-            .tx
-            .copy_in_raw(&statement)
-            .await
-            .map_err(DbError::query(what.clone()))?;
-        if let Err(err) = copy.send(data).await {
-            let _ = copy.abort("sending failed").await;
-            return Err(DbError::query(what)(err));
-        }
-        copy.finish().await.map_err(DbError::query(what))?;
-        Ok(true)
     }
-
-    async fn commit(self: Box<Self>) -> Result<(), DbError> {
-        self.tx.commit().await.map_err(DbError::query("committing"))
-    }
-}
+);
 
 /// One value in COPY's text format: `\N` for NULL, backslash escapes for the
 /// delimiter, line breaks and the backslash itself; the column type's input
