@@ -170,6 +170,46 @@ fn the_plan_drops_exactly_what_django_drops_on_every_engine() {
             "{kind:?}: left is dropguard's plan, right is what the database lost"
         );
 
+        // And each drop is in the SQL Django's own `sqlmigrate` prints for that
+        // migration (on SQLite a table rebuild also says DROP TABLE, so the schema
+        // diff above is the oracle there; PostgreSQL's SQL names drops directly).
+        if kind == EngineKind::Postgres {
+            let sql_of: BTreeMap<String, String> = oracle
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|line| {
+                    let step: Value = serde_json::from_str(line).unwrap();
+                    let name = format!(
+                        "{}.{}",
+                        step["app"].as_str().unwrap(),
+                        step["name"].as_str().unwrap()
+                    );
+                    let sql = strings(&step["sql"])
+                        .join("\n")
+                        .to_lowercase()
+                        .replace(['"', '`'], "");
+                    (name, sql)
+                })
+                .collect();
+            for (migration, drops) in plan_drops(&plan) {
+                let sql = &sql_of[&migration];
+                for item in drops {
+                    let item = item.to_lowercase();
+                    let found = match item.split_once('.') {
+                        Some((table, column)) => sql.lines().any(|l| {
+                            l.contains(&format!("alter table {table}"))
+                                && l.contains(&format!("drop column {column}"))
+                        }),
+                        None => sql.contains(&format!("drop table {item}")),
+                    };
+                    assert!(
+                        found,
+                        "{migration}: sqlmigrate does not drop {item}:\n{sql}"
+                    );
+                }
+            }
+        }
+
         // PostgreSQL's oracle tells renames exactly (by oid and attnum): every one
         // of them is in the plan as a rename, with the new name.
         if kind == EngineKind::Postgres {
