@@ -208,6 +208,21 @@ fn key_list(ev: &Evaluator, expr: &Expr) -> Result<Vec<Key>, EvalError> {
         _ => match expr {
             Expr::List(l) => &l.elts,
             Expr::Tuple(t) => &t.elts,
+            // `[...] + [...]`, as projects build optional dependencies.
+            Expr::BinOp(op) if op.op == ruff_python_ast::Operator::Add => {
+                let mut keys = key_list(ev, &op.left)?;
+                keys.extend(key_list(ev, &op.right)?);
+                return Ok(keys);
+            }
+            // `[...] if settings.X else []`: which branch runs depends on settings
+            // we cannot see. Both branches' dependencies only order migrations, so
+            // the union is safe: a dependency on an app not in the project is
+            // tolerated like any external app.
+            Expr::If(cond) => {
+                let mut keys = key_list(ev, &cond.body)?;
+                keys.extend(key_list(ev, &cond.orelse)?);
+                return Ok(keys);
+            }
             other => {
                 return Err(EvalError {
                     line: ev.lines.line_of(other),
@@ -217,15 +232,25 @@ fn key_list(ev: &Evaluator, expr: &Expr) -> Result<Vec<Key>, EvalError> {
             }
         },
     };
-    elts.iter()
-        .map(|e| {
-            let v = ev.eval(e)?;
-            as_key(&v).ok_or_else(|| EvalError {
+    let mut keys = Vec::with_capacity(elts.len());
+    for e in elts {
+        let v = ev.eval(e)?;
+        if let Some(key) = as_key(&v) {
+            keys.push(key);
+        } else if matches!(&v, Value::Call(call) if call.short_name() == "swappable_dependency") {
+            // `swappable_dependency(some_settings.X_MODEL)`: a swappable model
+            // whose setting we cannot read (only settings.AUTH_USER_MODEL is
+            // configured). It only orders this migration after that app's first
+            // one; leaving it out loses no data at risk.
+            continue;
+        } else {
+            return Err(EvalError {
                 line: ev.lines.line_of(e),
                 message: "expected an ('app_label', 'migration_name') pair".into(),
-            })
-        })
-        .collect()
+            });
+        }
+    }
+    Ok(keys)
 }
 
 fn resolve_const<'a>(ev: &'a Evaluator, expr: &Expr) -> Option<&'a Value> {
@@ -508,6 +533,23 @@ class Migration(m.Migration):
         assert_eq!(p.map(|_| ()).map_err(|p| p.line), Err(4));
         let p = parse("class Migration:\n    dependencies = compute()\n");
         assert_eq!(p.map(|_| ()).map_err(|p| p.line), Err(2));
+    }
+
+    #[test]
+    fn optional_and_unreadable_swappable_dependencies_are_tolerated() {
+        // django-allauth builds dependencies from a setting; django-oauth-toolkit
+        // depends on swappable models of its own settings object.
+        let m = parse(
+            "from django.db import migrations\nfrom oauth2_provider.settings import oauth2_settings\n\nclass Migration(migrations.Migration):\n    dependencies = (\n        [('sites', '0001_initial')] if app_settings.SITES_ENABLED else []\n    ) + [\n        ('socialaccount', '0001_initial'),\n        migrations.swappable_dependency(oauth2_settings.ACCESS_TOKEN_MODEL),\n    ]\n",
+        )
+        .unwrap_or_else(|p| panic!("{}: {}", p.line, p.message));
+        assert_eq!(
+            m.dependencies,
+            [
+                key("sites", "0001_initial"),
+                key("socialaccount", "0001_initial")
+            ]
+        );
     }
 
     #[test]
