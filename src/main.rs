@@ -75,7 +75,12 @@ fn main() -> ExitCode {
                     (commands::snapshots::Action::Verify(id), json)
                 }
             };
-            commands::snapshots::run(&config, &action, json, &mut std::io::stdout().lock())
+            block_on(commands::snapshots::run(
+                &config,
+                &action,
+                json,
+                &mut std::io::stdout().lock(),
+            ))
         }),
         other => {
             eprintln!("dropguard {}: not implemented yet", other.name());

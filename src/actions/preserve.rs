@@ -15,8 +15,8 @@ use tokio::sync::mpsc;
 use crate::db::{Adapter, DbError, TableInfo};
 pub use crate::plan::Target;
 use crate::vault::{
-    DatabaseInfo, ObjectKind, ObjectSpec, Reason, SnapshotMeta, SnapshotSummary, Value, Vault,
-    VaultError,
+    DatabaseInfo, ObjectKind, ObjectSpec, Reason, Remote, SnapshotMeta, SnapshotSummary, Value,
+    Vault, VaultError,
 };
 
 /// Rows handed to the writer thread at a time, and batches in flight: bounds memory.
@@ -37,6 +37,8 @@ pub enum PreserveError {
         "table {table} has no primary key: its column values could not be put back on their rows; preserve the whole table instead (omit --columns)"
     )]
     NoKey { table: String },
+    #[error("vault object store: {0}")]
+    Remote(#[from] crate::vault::RemoteError),
     #[error("nothing to preserve")]
     Empty,
     #[error("the vault writer stopped unexpectedly: {0}")]
@@ -90,6 +92,7 @@ pub fn lock_name(migration: Option<&str>, fallback: &str) -> String {
 pub async fn preserve_once(
     db: &dyn Adapter,
     vault: &Vault,
+    remote: Option<&Remote>,
     request: &Request,
 ) -> Result<Preserved, PreserveError> {
     let first_table = request.targets.first().map_or("", |t| t.table.as_str());
@@ -98,6 +101,10 @@ pub async fn preserve_once(
         .lock(&lock_name(request.migration.as_deref(), first_table))
         .await?;
     let result = async {
+        // Another machine's instance may have taken it: look in the mirror too.
+        if let Some(remote) = remote {
+            remote.fetch_missing(vault).await?;
+        }
         if let Some(migration) = &request.migration
             && let Some(manifest) = vault.find_for_migration(migration)?
             && manifest.completed_at >= waiting_since
@@ -121,7 +128,12 @@ pub async fn preserve_once(
                 seconds: 0.0,
             });
         }
-        preserve(db, vault, request).await
+        let preserved = preserve(db, vault, request).await?;
+        if let Some(remote) = remote {
+            let id = crate::vault::SnapshotId::parse(&preserved.id)?;
+            remote.upload(vault, &id).await?;
+        }
+        Ok(preserved)
     }
     .await;
     guard.release().await;

@@ -10,7 +10,7 @@ pub mod snapshots;
 use std::path::PathBuf;
 
 use crate::config::Config;
-use crate::vault::{Vault, VaultError};
+use crate::vault::{Remote, RemoteConfig, RemoteError, Vault, VaultError};
 
 /// Exit status of a command that ran but found what the user asked to fail on
 /// (`scan --strict` with unreadable migrations, `snapshots verify` with damage).
@@ -24,6 +24,33 @@ pub fn vault_dir(config: &Config) -> PathBuf {
 /// Opens (creating if needed) the configured vault.
 pub fn open_vault(config: &Config) -> Result<Vault, VaultError> {
     Vault::open(vault_dir(config))
+}
+
+/// The configured object-store mirror of the vault, if any.
+pub fn remote(config: &Config) -> Result<Option<Remote>, RemoteError> {
+    let Some(url) = &config.vault.url else {
+        return Ok(None);
+    };
+    Remote::new(&RemoteConfig {
+        url: url.clone(),
+        endpoint: config.vault.endpoint.clone(),
+        region: config.vault.region.clone(),
+        allow_http: config.vault.allow_http,
+    })
+    .map(Some)
+}
+
+/// Opens the local vault and brings in what the mirror has that it lacks.
+pub async fn open_synced_vault(config: &Config) -> anyhow::Result<Vault> {
+    use anyhow::Context;
+    let vault = open_vault(config).context("opening the vault")?;
+    if let Some(remote) = remote(config)? {
+        remote
+            .fetch_missing(&vault)
+            .await
+            .context("fetching snapshots from the vault's object store")?;
+    }
+    Ok(vault)
 }
 
 /// RFC 3339 UTC, seconds precision: how times are shown and put in JSON.

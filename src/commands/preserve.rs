@@ -20,6 +20,7 @@ pub struct Args {
 
 pub async fn run(config: &Config, args: &Args, out: &mut dyn Write) -> anyhow::Result<u8> {
     let vault = open_vault(config).context("opening the vault")?;
+    let remote = super::remote(config)?;
     let db = db::connect(&config.database.url).await?;
     let mut notes = Vec::new();
     let requests = match &args.table {
@@ -74,7 +75,8 @@ pub async fn run(config: &Config, args: &Args, out: &mut dyn Write) -> anyhow::R
     };
     let mut taken: Vec<Preserved> = Vec::new();
     for request in &requests {
-        let preserved = preserve::preserve_once(db.as_ref(), &vault, request).await;
+        let preserved =
+            preserve::preserve_once(db.as_ref(), &vault, remote.as_ref(), request).await;
         match preserved {
             Ok(preserved) => taken.push(preserved),
             Err(err) => {

@@ -5,7 +5,7 @@ use std::io::Write;
 use anyhow::Context;
 use serde_json::json;
 
-use super::{EXIT_FINDINGS, open_vault, rfc3339};
+use super::{EXIT_FINDINGS, open_synced_vault, rfc3339};
 use crate::config::Config;
 use crate::vault::{ObjectKind, ObjectStatus, SnapshotId};
 
@@ -28,13 +28,13 @@ fn describe(table: &str, kind: ObjectKind, columns: &[String]) -> String {
     }
 }
 
-pub fn run(
+pub async fn run(
     config: &Config,
     action: &Action,
     json: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<u8> {
-    let vault = open_vault(config).context("opening the vault")?;
+    let vault = open_synced_vault(config).await?;
     match action {
         Action::List => {
             let entries = vault.list().context("listing snapshots")?;

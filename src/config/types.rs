@@ -58,6 +58,8 @@ pub struct Config {
     #[serde(default)]
     pub state: StateConfig,
     #[serde(default)]
+    pub vault: VaultConfig,
+    #[serde(default)]
     pub logs: LogsConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
@@ -136,6 +138,39 @@ impl Default for StateConfig {
 
 fn default_state_dir() -> PathBuf {
     PathBuf::from("/var/lib/dropguard")
+}
+
+/// Where snapshots are kept beyond `<state.dir>/vault`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct VaultConfig {
+    /// `s3://bucket/prefix`: every snapshot is mirrored there (data first,
+    /// manifest last), and instances fetch the ones they lack. Credentials come
+    /// from the environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// An S3-compatible endpoint other than AWS (MinIO, Ceph, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Allow plain http:// to `endpoint` (a local test server; never in production).
+    #[serde(default)]
+    pub allow_http: bool,
+}
+
+impl Default for VaultConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            endpoint: None,
+            region: default_region(),
+            allow_http: false,
+        }
+    }
+}
+
+fn default_region() -> String {
+    "us-east-1".to_string()
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

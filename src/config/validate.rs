@@ -171,6 +171,26 @@ pub fn validate(config: &mut Config, base_dir: &Path, doc: &Document) -> Vec<Pro
         }
     }
 
+    if let Some(url) = &config.vault.url {
+        let bucket = url
+            .strip_prefix("s3://")
+            .and_then(|rest| rest.split('/').next());
+        if bucket.is_none_or(str::is_empty) {
+            check.problem("vault.url", format!("{url:?} is not s3://bucket[/prefix]"));
+        }
+    }
+    if let Some(endpoint) = &config.vault.endpoint {
+        match url::Url::parse(endpoint) {
+            Ok(parsed) if parsed.scheme() == "https" => {}
+            Ok(parsed) if parsed.scheme() == "http" && !config.vault.allow_http => check.problem(
+                "vault.endpoint",
+                "is plain http: set vault.allow_http = true for a local test server, or use https",
+            ),
+            Ok(parsed) if parsed.scheme() == "http" => {}
+            _ => check.problem("vault.endpoint", "must be an http:// or https:// URL"),
+        }
+    }
+
     config.state.dir = check.resolve(&config.state.dir);
     let state_dir = config.state.dir.clone();
     if let Err(message) = creatable_dir(&state_dir) {

@@ -26,6 +26,7 @@ mod error;
 mod fsutil;
 mod id;
 mod manifest;
+mod remote;
 mod store;
 mod value;
 mod writer;
@@ -41,6 +42,7 @@ pub use manifest::{
     ColumnInfo, DatabaseInfo, Engine, ForeignKey, MANIFEST_FORMAT, Manifest, ObjectEntry,
     ObjectKind, Reason,
 };
+pub use remote::{Remote, RemoteConfig, RemoteError};
 pub use store::{
     ObjectOverview, ObjectRows, ObjectStatus, ObjectVerification, SnapshotEntry, Vault,
     VerifyReport,

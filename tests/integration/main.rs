@@ -11,5 +11,6 @@ mod db;
 mod django_support;
 mod restore;
 mod roundtrip;
+mod s3;
 mod scan;
 mod vault;
