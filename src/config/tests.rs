@@ -200,3 +200,50 @@ fn the_example_and_demo_configs_load() {
         }
     }
 }
+
+/// Every dotted key path of a TOML table, array elements folded into `[]`.
+fn key_paths(table: &toml::Table, prefix: &str, out: &mut std::collections::BTreeSet<String>) {
+    for (key, value) in table {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match value {
+            toml::Value::Table(inner) => key_paths(inner, &path, out),
+            toml::Value::Array(items)
+                if items.iter().all(toml::Value::is_table) && !items.is_empty() =>
+            {
+                for item in items {
+                    if let toml::Value::Table(inner) = item {
+                        key_paths(inner, &format!("{path}[]"), out);
+                    }
+                }
+            }
+            _ => {
+                out.insert(path);
+            }
+        }
+    }
+}
+
+#[test]
+fn the_example_config_documents_every_key() {
+    // Loading the example fills in defaults for any key it leaves out; shown back,
+    // such a key would appear. So the keys shown must be exactly the keys written.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("config/dropguard.example.toml")).unwrap();
+    let env = |_: &str| Some("from-env".to_string());
+    let doc = source::Document::parse(&text, &env).unwrap();
+    let config: Config = doc.deserialize().unwrap();
+    let shown: toml::Table = toml::from_str(&config.to_masked_toml()).unwrap();
+    let written: toml::Table = toml::from_str(&text).unwrap();
+    let (mut shown_keys, mut written_keys) = (Default::default(), Default::default());
+    key_paths(&shown, "", &mut shown_keys);
+    key_paths(&written, "", &mut written_keys);
+    let missing: Vec<_> = shown_keys.difference(&written_keys).collect();
+    assert!(
+        missing.is_empty(),
+        "keys missing from config/dropguard.example.toml: {missing:?}"
+    );
+}
