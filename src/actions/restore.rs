@@ -391,11 +391,15 @@ async fn restore_object(
             if options.dry_run {
                 return Ok(report);
             }
+            let started = std::time::Instant::now();
             session.commit().await?;
             if let Some(column) = &object.generated_key {
                 db.reset_generator(&object.table, column).await?;
             }
+            tracing::debug!(table = %object.table, seconds = started.elapsed().as_secs_f64(), "committed");
+            let started = std::time::Instant::now();
             report.verification = checksum_or_compared(db, object, table, loaded).await?;
+            tracing::debug!(table = %object.table, seconds = started.elapsed().as_secs_f64(), "verified");
             return Ok(report);
         }
     }
