@@ -64,6 +64,82 @@ macro_rules! session {
     };
 }
 
+/// Reads every adapter does the same way over its own pool: one integer, pairs of
+/// text, and (for engines whose columns are read by a per-type "kind") row streams.
+/// Generated as inherent methods; the `Adapter` impls delegate to them.
+macro_rules! pool_reads {
+    ($adapter:ty) => {
+        impl $adapter {
+            async fn pool_count(&self, sql: &str, what: &str) -> Result<u64, $crate::db::DbError> {
+                let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err($crate::db::DbError::query(what))?;
+                Ok(count.unsigned_abs())
+            }
+
+            async fn pool_pairs(
+                &self,
+                sql: &str,
+                what: &str,
+            ) -> Result<Vec<(String, String)>, $crate::db::DbError> {
+                use sqlx::Row;
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err($crate::db::DbError::query(what))?;
+                rows.iter()
+                    .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+                    .collect::<Result<_, sqlx::Error>>()
+                    .map_err($crate::db::DbError::query(what))
+            }
+        }
+    };
+    ($adapter:ty, kind = $kind:ident, engine = $engine:expr) => {
+        pool_reads!($adapter);
+
+        impl $adapter {
+            /// Rows read column by column as `$kind` says: its SELECT expression
+            /// per column, and its decoding of that column.
+            fn stream_kinds<'a>(
+                &'a self,
+                table: &'a $crate::db::TableInfo,
+                columns: &'a [String],
+            ) -> $crate::db::RowStream<'a> {
+                use futures_util::StreamExt;
+                let selected = match table.row_columns(columns) {
+                    Ok(selected) => selected,
+                    Err(err) => return $crate::db::failed_stream(err),
+                };
+                let kinds: Vec<$kind> = selected
+                    .iter()
+                    .map(|c| $kind::of(&c.declared_type))
+                    .collect();
+                let exprs: Vec<String> = selected
+                    .iter()
+                    .zip(&kinds)
+                    .map(|(column, kind)| kind.select(&$engine.quote(&column.name)))
+                    .collect();
+                let sql = $crate::db::select_sql($engine, table, &exprs);
+                let what = format!("reading rows of {}", table.name);
+                Box::pin(
+                    sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .fetch(&self.pool)
+                        .map(move |row| {
+                            let row = row.map_err($crate::db::DbError::query(what.clone()))?;
+                            kinds
+                                .iter()
+                                .enumerate()
+                                .map(|(i, kind)| kind.decode(&row, i))
+                                .collect::<Result<Vec<_>, _>>()
+                                .map_err($crate::db::DbError::query(what.clone()))
+                        }),
+                )
+            }
+        }
+    };
+}
+
 mod mysql;
 mod postgres;
 mod sqlite;
@@ -340,7 +416,7 @@ impl TableInfo {
 }
 
 /// `SELECT <exprs> FROM <table> ORDER BY <key>`, the query behind every row stream.
-fn select_sql(engine: Engine, table: &TableInfo, exprs: &[String]) -> String {
+pub(crate) fn select_sql(engine: Engine, table: &TableInfo, exprs: &[String]) -> String {
     format!(
         "SELECT {} FROM {} ORDER BY {}",
         exprs.join(", "),
@@ -350,7 +426,7 @@ fn select_sql(engine: Engine, table: &TableInfo, exprs: &[String]) -> String {
 }
 
 /// A stream holding only `err`, for failures found before the query is sent.
-fn failed_stream<'a>(err: DbError) -> RowStream<'a> {
+pub(crate) fn failed_stream<'a>(err: DbError) -> RowStream<'a> {
     Box::pin(futures_util::stream::once(async { Err(err) }))
 }
 

@@ -3,15 +3,14 @@
 
 use async_trait::async_trait;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
-use sqlx::{AssertSqlSafe, Connection, Row};
+use sqlx::{Connection, Row};
 use std::str::FromStr;
 
 use super::{
     Adapter, CONNECT_TIMEOUT, ColumnInfo, DbError, Engine, ForeignKey, LOCK_WAIT, LockGuard,
-    RowStream, Session, TableInfo, failed_stream, lock_key, select_sql,
+    RowStream, Session, TableInfo, lock_key,
 };
 use crate::vault::Value;
-use futures_util::StreamExt;
 use sqlx::mysql::MySqlRow;
 
 pub struct Mysql {
@@ -40,6 +39,8 @@ impl Mysql {
         Ok(Self { pool })
     }
 }
+
+pool_reads!(Mysql, kind = MyKind, engine = Engine::Mysql);
 
 #[async_trait]
 impl Adapter for Mysql {
@@ -149,53 +150,15 @@ impl Adapter for Mysql {
     }
 
     fn stream_rows<'a>(&'a self, table: &'a TableInfo, columns: &'a [String]) -> RowStream<'a> {
-        let selected = match table.row_columns(columns) {
-            Ok(selected) => selected,
-            Err(err) => return failed_stream(err),
-        };
-        let kinds: Vec<MyKind> = selected
-            .iter()
-            .map(|c| MyKind::of(&c.declared_type))
-            .collect();
-        let exprs: Vec<String> = selected
-            .iter()
-            .zip(&kinds)
-            .map(|(column, kind)| kind.select(&Engine::Mysql.quote(&column.name)))
-            .collect();
-        let sql = select_sql(Engine::Mysql, table, &exprs);
-        let what = format!("reading rows of {}", table.name);
-        Box::pin(
-            sqlx::query(AssertSqlSafe(sql))
-                .fetch(&self.pool)
-                .map(move |row| {
-                    let row = row.map_err(DbError::query(what.clone()))?;
-                    kinds
-                        .iter()
-                        .enumerate()
-                        .map(|(i, kind)| kind.decode(&row, i))
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(DbError::query(what.clone()))
-                }),
-        )
+        self.stream_kinds(table, columns)
     }
 
     async fn count(&self, sql: &str, what: &str) -> Result<u64, DbError> {
-        let count: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
-            .fetch_one(&self.pool)
-            .await
-            .map_err(DbError::query(what))?;
-        Ok(count.unsigned_abs())
+        self.pool_count(sql, what).await
     }
 
     async fn string_pairs(&self, sql: &str, what: &str) -> Result<Vec<(String, String)>, DbError> {
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(DbError::query(what))?;
-        rows.iter()
-            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(DbError::query(what))
+        self.pool_pairs(sql, what).await
     }
 
     async fn lock(&self, name: &str) -> Result<Box<dyn LockGuard>, DbError> {

@@ -37,6 +37,8 @@ impl Sqlite {
     }
 }
 
+pool_reads!(Sqlite);
+
 #[async_trait]
 impl Adapter for Sqlite {
     fn engine(&self) -> Engine {
@@ -164,22 +166,11 @@ impl Adapter for Sqlite {
     }
 
     async fn count(&self, sql: &str, what: &str) -> Result<u64, DbError> {
-        let count: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
-            .fetch_one(&self.pool)
-            .await
-            .map_err(DbError::query(what))?;
-        Ok(count.unsigned_abs())
+        self.pool_count(sql, what).await
     }
 
     async fn string_pairs(&self, sql: &str, what: &str) -> Result<Vec<(String, String)>, DbError> {
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(DbError::query(what))?;
-        rows.iter()
-            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(DbError::query(what))
+        self.pool_pairs(sql, what).await
     }
 
     async fn lock(&self, name: &str) -> Result<Box<dyn LockGuard>, DbError> {
