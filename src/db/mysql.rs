@@ -195,17 +195,21 @@ impl Adapter for Mysql {
     }
 }
 
-/// How a MySQL/MariaDB column is read. Integers are widened by the server
-/// (`CAST … AS SIGNED/UNSIGNED`) so one Rust type reads them all; floats are read
-/// binary (their text form may round); blobs as bytes; everything else as the
-/// server's own text, which it parses back exactly under the same session settings.
+/// How a MySQL/MariaDB column is read. Integers, floats and strings are read as
+/// they come (sqlx widens any signed integer to i64, any unsigned one to u64, and
+/// floats are exact only in binary); BIT is widened by the server; blobs are bytes;
+/// everything else is the server's own text (`CAST … AS CHAR`), which it parses
+/// back exactly under the same session settings.
 #[derive(Debug, Clone)]
 enum MyKind {
     Signed,
     Unsigned,
+    Bit,
     Float,
     Double,
     Bytes,
+    /// char, varchar and the text types: already text, no cast needed.
+    String,
     Text(fn(String) -> Value),
     Other(String),
 }
@@ -222,14 +226,12 @@ impl MyKind {
                     Self::Signed
                 }
             }
-            "bit" => Self::Unsigned,
+            "bit" => Self::Bit,
             "float" => Self::Float,
             "double" | "real" => Self::Double,
             "decimal" | "numeric" => Self::Text(Value::Decimal),
             "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" => Self::Bytes,
-            "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" => {
-                Self::Text(Value::Text)
-            }
+            "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" => Self::String,
             "json" => Self::Text(Value::Json),
             "date" => Self::Text(Value::Date),
             "datetime" | "timestamp" => Self::Text(Value::Timestamp),
@@ -240,9 +242,13 @@ impl MyKind {
 
     fn select(&self, quoted: &str) -> String {
         match self {
-            Self::Signed => format!("CAST({quoted} AS SIGNED)"),
-            Self::Unsigned => format!("CAST({quoted} AS UNSIGNED)"),
-            Self::Float | Self::Double | Self::Bytes => quoted.to_string(),
+            Self::Bit => format!("CAST({quoted} AS UNSIGNED)"),
+            Self::Signed
+            | Self::Unsigned
+            | Self::Float
+            | Self::Double
+            | Self::Bytes
+            | Self::String => quoted.to_string(),
             Self::Text(_) | Self::Other(_) => format!("CAST({quoted} AS CHAR)"),
         }
     }
@@ -253,7 +259,8 @@ impl MyKind {
         }
         Ok(match self {
             Self::Signed => opt(row.try_get::<Option<i64>, _>(i)?, Value::Int),
-            Self::Unsigned => opt(row.try_get::<Option<u64>, _>(i)?, Value::UInt),
+            Self::Unsigned | Self::Bit => opt(row.try_get::<Option<u64>, _>(i)?, Value::UInt),
+            Self::String => opt(row.try_get::<Option<String>, _>(i)?, Value::Text),
             Self::Float => opt(row.try_get::<Option<f32>, _>(i)?, |v| {
                 Value::Float(v.into())
             }),
