@@ -212,16 +212,17 @@ pub async fn pending(config: &Config, db: &dyn Adapter) -> Result<Plan, PlanErro
     let sql_applied = match &config.sql {
         Some(sql) if db.table_exists(&sql.history_table).await? => {
             let engine = db.engine();
+            // Versions are numbers in some tools and text in others: read text.
+            let text_type = if engine == Engine::Postgres {
+                "TEXT"
+            } else {
+                "CHAR(64)"
+            };
             let query = format!(
-                "SELECT CAST({col} AS CHAR(64)), '' FROM {table}",
+                "SELECT CAST({col} AS {text_type}), '' FROM {table}",
                 col = engine.quote(&sql.version_column),
                 table = engine.quote(&sql.history_table)
             );
-            let query = if engine == Engine::Postgres {
-                query.replace("AS CHAR(64)", "AS TEXT")
-            } else {
-                query
-            };
             let rows = db
                 .string_pairs(&query, &format!("reading {}", sql.history_table))
                 .await?;

@@ -70,6 +70,28 @@ pub struct Preserved {
     pub seconds: f64,
 }
 
+impl Preserved {
+    fn from_manifest(manifest: &crate::vault::Manifest, reused: bool, seconds: f64) -> Self {
+        Self {
+            id: manifest.id.to_string(),
+            migration: manifest.migration.clone(),
+            reused,
+            objects: manifest
+                .objects
+                .iter()
+                .map(|o| PreservedObject {
+                    table: o.table.clone(),
+                    columns: o.columns.clone(),
+                    rows: o.rows,
+                })
+                .collect(),
+            rows: manifest.objects.iter().map(|o| o.rows).sum(),
+            compressed_bytes: manifest.objects.iter().map(|o| o.compressed_bytes).sum(),
+            seconds,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct PreservedObject {
     pub table: String,
@@ -110,23 +132,7 @@ pub async fn preserve_once(
             && manifest.completed_at >= waiting_since
         {
             tracing::info!(snapshot = %manifest.id, migration, "snapshot taken by another instance");
-            return Ok(Preserved {
-                id: manifest.id.to_string(),
-                migration: manifest.migration.clone(),
-                reused: true,
-                objects: manifest
-                    .objects
-                    .iter()
-                    .map(|o| PreservedObject {
-                        table: o.table.clone(),
-                        columns: o.columns.clone(),
-                        rows: o.rows,
-                    })
-                    .collect(),
-                rows: manifest.objects.iter().map(|o| o.rows).sum(),
-                compressed_bytes: manifest.objects.iter().map(|o| o.compressed_bytes).sum(),
-                seconds: 0.0,
-            });
+            return Ok(Preserved::from_manifest(&manifest, true, 0.0));
         }
         let preserved = preserve(db, vault, request).await?;
         if let Some(remote) = remote {
@@ -199,24 +205,11 @@ pub async fn preserve(
         rows = summary.rows,
         "snapshot complete"
     );
-    Ok(Preserved {
-        id: summary.id.to_string(),
-        migration: summary.manifest.migration.clone(),
-        reused: false,
-        objects: summary
-            .manifest
-            .objects
-            .iter()
-            .map(|o| PreservedObject {
-                table: o.table.clone(),
-                columns: o.columns.clone(),
-                rows: o.rows,
-            })
-            .collect(),
-        rows: summary.rows,
-        compressed_bytes: summary.compressed_bytes,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    Ok(Preserved::from_manifest(
+        &summary.manifest,
+        false,
+        started.elapsed().as_secs_f64(),
+    ))
 }
 
 fn spec_for(target: &Target, table: &TableInfo) -> ObjectSpec {

@@ -98,6 +98,23 @@ pub struct ObjectReport {
     pub verification: Verification,
 }
 
+impl ObjectReport {
+    /// Nothing done yet for `object`.
+    fn new(object: &ObjectEntry) -> Self {
+        Self {
+            table: object.table.clone(),
+            kind: object.kind,
+            columns: object.columns.clone(),
+            snapshot_rows: object.rows,
+            written: 0,
+            unchanged: 0,
+            conflicts: 0,
+            missing: 0,
+            verification: Verification::NotRun,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub snapshot: String,
@@ -326,13 +343,7 @@ async fn restore_object(
     let types: Vec<&str> = object
         .row_columns
         .iter()
-        .map(|c| {
-            object
-                .all_columns
-                .iter()
-                .find(|info| &info.name == c)
-                .map_or("text", |info| info.declared_type.as_str())
-        })
+        .map(|c| declared_type(object, c))
         .collect();
     let mut session = db.begin().await?;
     let what = |step: &str| format!("restoring {}: {step}", object.table);
@@ -378,15 +389,8 @@ async fn restore_object(
                 });
             }
             let mut report = ObjectReport {
-                table: object.table.clone(),
-                kind: object.kind,
-                columns: object.columns.clone(),
-                snapshot_rows: object.rows,
                 written: loaded,
-                unchanged: 0,
-                conflicts: 0,
-                missing: 0,
-                verification: Verification::NotRun,
+                ..ObjectReport::new(object)
             };
             if options.dry_run {
                 return Ok(report);
@@ -430,17 +434,7 @@ async fn restore_object(
     )
     .await?;
 
-    let mut report = ObjectReport {
-        table: object.table.clone(),
-        kind: object.kind,
-        columns: object.columns.clone(),
-        snapshot_rows: object.rows,
-        written: 0,
-        unchanged: 0,
-        conflicts: 0,
-        missing: 0,
-        verification: Verification::NotRun,
-    };
+    let mut report = ObjectReport::new(object);
     let non_key: Vec<String> = object
         .row_columns
         .iter()
@@ -511,7 +505,7 @@ async fn restore_object(
                     &sql,
                     n,
                     column,
-                    &types_of(object, column),
+                    declared_type(object, column),
                     options,
                     &what,
                 )
@@ -552,12 +546,13 @@ async fn restore_object(
     Ok(report)
 }
 
-fn types_of(object: &ObjectEntry, column: &str) -> String {
+/// The declared type of one of the object's columns, as the snapshot recorded it.
+fn declared_type<'a>(object: &'a ObjectEntry, column: &str) -> &'a str {
     object
         .all_columns
         .iter()
         .find(|info| info.name == column)
-        .map_or_else(|| "text".to_string(), |info| info.declared_type.clone())
+        .map_or("text", |info| info.declared_type.as_str())
 }
 
 /// Puts one column's values back. A rolled-back column holds the same fill value

@@ -10,7 +10,7 @@ pub mod snapshots;
 use std::path::PathBuf;
 
 use crate::config::Config;
-use crate::vault::{Remote, RemoteConfig, RemoteError, Vault, VaultError};
+use crate::vault::{ObjectKind, Remote, RemoteConfig, RemoteError, Vault, VaultError};
 
 /// Exit status of a command that ran but found what the user asked to fail on
 /// (`scan --strict` with unreadable migrations, `snapshots verify` with damage).
@@ -51,6 +51,14 @@ pub async fn open_synced_vault(config: &Config) -> anyhow::Result<Vault> {
             .context("fetching snapshots from the vault's object store")?;
     }
     Ok(vault)
+}
+
+/// How an object is named to the operator: `table t`, or `t.a,b` for columns.
+pub fn describe(table: &str, kind: ObjectKind, columns: &[String]) -> String {
+    match kind {
+        ObjectKind::Table => format!("table {table}"),
+        ObjectKind::Columns => format!("{table}.{}", columns.join(",")),
+    }
 }
 
 /// RFC 3339 UTC, seconds precision: how times are shown and put in JSON.

@@ -9,7 +9,7 @@ use crate::actions::preserve::{self, Preserved, Request, Target};
 use crate::config::Config;
 use crate::db;
 use crate::plan;
-use crate::vault::Reason;
+use crate::vault::{ObjectKind, Reason};
 
 pub struct Args {
     pub migration: Option<String>,
@@ -122,11 +122,12 @@ pub async fn run(config: &Config, args: &Args, out: &mut dyn Write) -> anyhow::R
                 )?;
             }
             for o in &p.objects {
-                let what = if o.columns.is_empty() {
-                    format!("table {}", o.table)
+                let kind = if o.columns.is_empty() {
+                    ObjectKind::Table
                 } else {
-                    format!("{}.{}", o.table, o.columns.join(","))
+                    ObjectKind::Columns
                 };
+                let what = super::describe(&o.table, kind, &o.columns);
                 writeln!(out, "  {what}: {} rows", o.rows)?;
             }
         }

@@ -4,11 +4,11 @@ use std::io::Write;
 
 use anyhow::Context;
 
-use super::{EXIT_FINDINGS, open_synced_vault};
+use super::{EXIT_FINDINGS, describe, open_synced_vault};
 use crate::actions::restore::{self, Options, Verification};
 use crate::config::Config;
 use crate::db;
-use crate::vault::{ObjectKind, SnapshotId};
+use crate::vault::SnapshotId;
 
 pub struct Args {
     pub snapshot: String,
@@ -49,10 +49,7 @@ pub async fn run(config: &Config, args: &Args, out: &mut dyn Write) -> anyhow::R
             report.migration.as_deref().unwrap_or("ad hoc")
         )?;
         for o in &report.objects {
-            let what = match o.kind {
-                ObjectKind::Table => format!("table {}", o.table),
-                ObjectKind::Columns => format!("{}.{}", o.table, o.columns.join(",")),
-            };
+            let what = describe(&o.table, o.kind, &o.columns);
             let verified = match &o.verification {
                 Verification::Checksum => "verified: checksum matches the snapshot".to_string(),
                 Verification::Compared { rows } => {

@@ -5,9 +5,9 @@ use std::io::Write;
 use anyhow::Context;
 use serde_json::json;
 
-use super::{EXIT_FINDINGS, open_synced_vault, rfc3339};
+use super::{EXIT_FINDINGS, describe, open_synced_vault, rfc3339};
 use crate::config::Config;
-use crate::vault::{ObjectKind, ObjectStatus, SnapshotId};
+use crate::vault::{ObjectStatus, SnapshotId};
 
 pub enum Action {
     List,
@@ -19,13 +19,6 @@ fn parse_id(text: &str) -> anyhow::Result<SnapshotId> {
     SnapshotId::parse(text).with_context(|| {
         format!("{text:?} is not a snapshot id; `dropguard snapshots list` shows them")
     })
-}
-
-fn describe(table: &str, kind: ObjectKind, columns: &[String]) -> String {
-    match kind {
-        ObjectKind::Table => format!("table {table}"),
-        ObjectKind::Columns => format!("{table}.{}", columns.join(",")),
-    }
 }
 
 pub async fn run(

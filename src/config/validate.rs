@@ -88,8 +88,8 @@ impl Checker<'_> {
                 return;
             }
         };
-        match parsed.scheme() {
-            "postgres" | "postgresql" | "mysql" | "mariadb" => {
+        match crate::db::Engine::from_url(&text) {
+            Some(_) => {
                 if !parsed.has_host() || parsed.host_str() == Some("") {
                     self.problem(KEY, "the URL has no host");
                 }
@@ -100,9 +100,12 @@ impl Checker<'_> {
                     );
                 }
             }
-            other => self.problem(
+            None => self.problem(
                 KEY,
-                format!("unsupported database scheme {other:?}: use postgres, mysql or sqlite"),
+                format!(
+                    "unsupported database scheme {:?}: use postgres, mysql or sqlite",
+                    parsed.scheme()
+                ),
             ),
         }
     }

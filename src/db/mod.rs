@@ -538,6 +538,11 @@ pub fn lock_key(name: &str) -> [u8; 8] {
     key
 }
 
+/// [`lock_key`] as hex, for engines that name locks with text.
+pub fn lock_key_hex(name: &str) -> String {
+    lock_key(name).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// One connection inside one transaction. Dropped without `commit`, everything it
 /// wrote is rolled back.
 #[async_trait]

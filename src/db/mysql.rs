@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use super::{
     Adapter, CONNECT_TIMEOUT, ColumnInfo, DbError, Engine, ForeignKey, LOCK_WAIT, LockGuard,
-    RowStream, Session, TableInfo, lock_key,
+    RowStream, Session, TableInfo, lock_key_hex,
 };
 use crate::vault::Value;
 use sqlx::mysql::MySqlRow;
@@ -163,7 +163,7 @@ impl Adapter for Mysql {
 
     async fn lock(&self, name: &str) -> Result<Box<dyn LockGuard>, DbError> {
         // GET_LOCK names are at most 64 characters: use the key's hex.
-        let lock_name = format!("dropguard:{}", hex(&lock_key(name)));
+        let lock_name = format!("dropguard:{}", lock_key_hex(name));
         let what = || format!("taking lock {name:?}");
         let mut conn = self.pool.acquire().await.map_err(DbError::query(what()))?;
         let taken: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, ?)")
@@ -278,10 +278,6 @@ impl MyKind {
 }
 
 session!(MySession, sqlx::MySql, uint = |v| *v);
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// The connection holding a `GET_LOCK` lock.
 struct MyLock {

@@ -11,7 +11,7 @@ use sqlx::{AssertSqlSafe, Row};
 
 use super::{
     Adapter, CONNECT_TIMEOUT, ColumnInfo, DbError, Engine, ForeignKey, LOCK_WAIT, LockGuard,
-    RowStream, Session, TableInfo, failed_stream, lock_key, select_sql,
+    RowStream, Session, TableInfo, failed_stream, lock_key_hex, select_sql,
 };
 use crate::vault::Value;
 use futures_util::StreamExt;
@@ -174,7 +174,7 @@ impl Adapter for Sqlite {
     }
 
     async fn lock(&self, name: &str) -> Result<Box<dyn LockGuard>, DbError> {
-        let key: String = lock_key(name).iter().map(|b| format!("{b:02x}")).collect();
+        let key = lock_key_hex(name);
         let mut file_name = self.path.file_name().unwrap_or_default().to_os_string();
         file_name.push(format!(".dropguard-{key}.lock"));
         let path = self.path.with_file_name(file_name);
