@@ -129,23 +129,33 @@ fn sample() -> impl Strategy<Value = Sample> {
         )
 }
 
+/// The civil date `days` after 1970-01-01 (Howard Hinnant's algorithm).
+fn civil(days: i64) -> String {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
 impl Sample {
     fn numeric_text(&self) -> String {
         format!("{}.{:06}", self.numeric.0, self.numeric.1)
     }
 
     fn date(&self) -> String {
-        // Civil date from days since the epoch (Howard Hinnant's algorithm).
-        let z = i64::from(self.day) + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let d = doy - (153 * mp + 2) / 5 + 1;
-        let m = if mp < 10 { mp + 3 } else { mp - 9 };
-        let y = yoe + era * 400 + i64::from(m <= 2);
-        format!("{y:04}-{m:02}-{d:02}")
+        civil(i64::from(self.day))
+    }
+
+    /// A date in MySQL's DATE range (years 1000-9999), from the same draw.
+    fn mysql_date(&self) -> String {
+        const YEAR_1000: i64 = -354_285;
+        civil(YEAR_1000 + i64::from(self.day).rem_euclid(2_000_000))
     }
 
     fn time(&self) -> String {
@@ -257,11 +267,7 @@ async fn insert(kind: EngineKind, url: &str, rows: &[Sample]) -> Result<(), sqlx
                     .map(|(_, v)| *v)
                     .collect();
                 // DATE and DATETIME hold years 1000-9999.
-                let date = format!(
-                    "{}{}",
-                    2000 + s.day.rem_euclid(8000),
-                    &s.date()[s.date().len() - 6..]
-                );
+                let date = s.mysql_date();
                 sqlx::query(
                     "INSERT INTO rt VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 )
