@@ -1,11 +1,15 @@
 # dropguard: multi-stage build, slim Debian runtime, non-root.
 #
-# Runtime libraries: `ldd target/release/dropguard` lists only libc, libm and
-# libgcc_s, all part of debian:bookworm-slim, so the runtime stage installs nothing
-# but CA certificates (for https webhooks). Re-check with ldd when a -sys crate
-# (rdkafka, for instance) is added.
+# Runtime libraries: `ldd target/release/dropguard` lists libc, libm, libgcc_s and
+# libz (librdkafka's compression), all part of debian:bookworm-slim, so the runtime
+# stage installs nothing but CA certificates (for https webhooks). Re-check with ldd
+# when a -sys crate is added. librdkafka is built from source by rdkafka-sys with its
+# own configure and make, against zlib's headers.
 
 FROM rust:1.95-slim-bookworm AS build
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends make zlib1g-dev \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
@@ -22,10 +26,13 @@ RUN apt-get update \
  && install -d -o dropguard -g dropguard -m 0700 /var/lib/dropguard \
  && install -d -m 0755 /etc/dropguard
 COPY --from=build /src/target/release/dropguard /usr/local/bin/dropguard
-COPY config/dropguard.example.toml /etc/dropguard/dropguard.example.toml
+COPY config/dropguard.example.toml config/production.toml /etc/dropguard/
 
 USER dropguard:dropguard
 ENV DROPGUARD_CONFIG=/etc/dropguard/dropguard.toml
+# The state (journal, outbox, checkpoints, local vault) must outlive the
+# container; the configuration is mounted read-only at /etc/dropguard.
+VOLUME ["/var/lib/dropguard"]
 # Inside a container the server must listen beyond loopback: set
 # server.listen = "0.0.0.0:9187" in the mounted config.
 EXPOSE 9187

@@ -3,7 +3,8 @@
 # tools, measured in the same run. Columns: bigint id, varchar(40), timestamptz
 # (datetime(6) on MariaDB), numeric(12,2), 200-byte text.
 #
-#   benches/vault.sh [ROWS]      (default 1000000)
+#   benches/vault.sh [ROWS] [ENGINE]   (default 1000000, both engines; ENGINE is
+#                                       postgres or mariadb to run one)
 #
 # Needs the local PostgreSQL (postgres@127.0.0.1:5432) and MariaDB (root@127.0.0.1:3306),
 # pg_dump/pg_restore, mysqldump/mysql, GNU time. Prints rows/s, the ratio to the peer
@@ -11,6 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS=${1:-1000000}
+ONLY=${2:-}
 work=$(mktemp -d)
 trap 'rm -rf "$work"; psql -q -h 127.0.0.1 -U postgres -c "DROP DATABASE IF EXISTS dg_bench" >/dev/null 2>&1 || true; mysql -h 127.0.0.1 -uroot -e "DROP DATABASE IF EXISTS dg_bench" 2>/dev/null || true' EXIT
 
@@ -39,6 +41,7 @@ echo "| engine | dropguard step | rows | time | rows/s | peak RSS | peer | peer 
 echo "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |"
 
 # PostgreSQL
+if [[ -z $ONLY || $ONLY == postgres ]]; then
 psql -q -h 127.0.0.1 -U postgres -c "DROP DATABASE IF EXISTS dg_bench" -c "CREATE DATABASE dg_bench"
 psql -q -h 127.0.0.1 -U postgres dg_bench <<SQL
 CREATE TABLE big (id bigint PRIMARY KEY, code varchar(40), at timestamptz, amount numeric(12,2), body text);
@@ -63,8 +66,10 @@ psql -q -h 127.0.0.1 -U postgres dg_bench -c "TRUNCATE big"
 measure pg_restore pg_restore -h 127.0.0.1 -U postgres --data-only -d dg_bench "$work/big.dump"
 report postgres pg-preserve pg_dump
 report postgres pg-restore pg_restore
+fi
 
 # MariaDB
+if [[ -z $ONLY || $ONLY == mariadb ]]; then
 mysql -h 127.0.0.1 -uroot -e "DROP DATABASE IF EXISTS dg_bench; CREATE DATABASE dg_bench"
 mysql -h 127.0.0.1 -uroot dg_bench <<SQL
 CREATE TABLE big (id bigint PRIMARY KEY, code varchar(40), at datetime(6), amount decimal(12,2), body text);
@@ -89,3 +94,4 @@ mysql -h 127.0.0.1 -uroot dg_bench -e "TRUNCATE big"
 measure mysql-import bash -c "mysql -h 127.0.0.1 -uroot dg_bench < '$work/big.sql'"
 report mariadb my-preserve mysqldump
 report mariadb my-restore mysql-import
+fi

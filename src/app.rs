@@ -5,32 +5,80 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use futures_util::future::{BoxFuture, FutureExt, TryFutureExt};
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::actions::alerts::{self, Alerts, Links, Outbox, Timing, receivers as alert_receivers};
 use crate::config::Config;
-use crate::health::Readiness;
+use crate::detection;
+use crate::event::{Deploy, DeployOrigin, Event, Payload};
+use crate::health::{ComponentHandle, Readiness};
 use crate::http::{self, HttpState};
+use crate::incidents::{Book, Store};
+use crate::sources::{self, SourceStats};
 use crate::telemetry::Metrics;
+
+/// Events waiting between the sources and the detector; a full queue makes
+/// the sources wait (files stay where they are, Kafka offsets uncommitted).
+const EVENT_QUEUE: usize = 4096;
 
 /// Runs the daemon until SIGTERM or SIGINT, then drains within `server.grace_period`.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    // Installed before anything starts: a SIGTERM during start-up must still
+    // drain, not kill.
+    let signals = Signals::install()?;
+    serve(config, signals.wait().boxed(), None).await
+}
+
+/// Runs the daemon until `stop` resolves (it names the reason), then drains
+/// within `server.grace_period`; `bound` hears the address the HTTP server
+/// listens on. For a daemon inside another command (`dropguard demo`).
+pub async fn serve(
+    config: Config,
+    stop: BoxFuture<'static, &'static str>,
+    bound: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+) -> anyhow::Result<()> {
     let metrics = Metrics::new().context("registering metrics")?;
     let readiness = Readiness::default();
+    // Not ready until everything below is started.
+    let startup = readiness.register("startup");
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
 
     create_state_dir(&config.state.dir)?;
+    let journal = Store::new(&config.state.dir);
+    let incidents = Book::new(journal.load_all().with_context(|| {
+        format!(
+            "loading the incident journal in {} (a damaged file moved out of it lets the daemon start without that incident)",
+            journal.dir().display()
+        )
+    })?);
     let listener = bind(config.server.listen).await?;
     let local = listener
         .local_addr()
         .context("reading the bound HTTP address")?;
     tracing::info!(addr = %local, environment = %config.environment, "listening");
+    if let Some(bound) = bound {
+        let _ = bound.send(local);
+    }
 
+    let (events, received) = mpsc::channel(EVENT_QUEUE);
+    let (commands, asked) = mpsc::channel(16);
+    let vault = crate::commands::open_vault(&config)
+        .map_err(|err| tracing::error!(error = %err, "cannot open the vault; deploys will count as unpreserved"))
+        .ok();
     let state = Arc::new(HttpState {
-        metrics,
+        metrics: metrics.clone(),
         readiness: readiness.clone(),
+        incidents: incidents.clone(),
+        deploys: events.clone(),
+        api_token: config.server.api_token.clone(),
+        commands: commands.clone(),
+        vault: vault.clone(),
+        loopback: local.ip().is_loopback(),
     });
     tracker.spawn(http::serve(
         listener,
@@ -38,9 +86,71 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         shutdown.clone(),
         readiness.register("http"),
     ));
+    let stats = metrics
+        .sources()
+        .context("registering the sources' metrics")?;
+    spawn_sources(&config, &tracker, &readiness, &events, &stats, &shutdown);
+    let vault_stats = metrics.vault().context("registering the vault's metrics")?;
+    let usage = if config.django.is_some() || config.sql.is_some() {
+        let usage = crate::gate::watch::Usage::new(
+            metrics
+                .gate()
+                .context("registering the usage gate's metrics")?,
+        );
+        tracker.spawn(watch_deploys(
+            Arc::new(config.clone()),
+            tracker.clone(),
+            readiness.register("deploys"),
+            events.clone(),
+            (stats.clone(), vault_stats),
+            usage.clone(),
+            shutdown.clone(),
+        ));
+        Some(usage)
+    } else {
+        None
+    };
+    drop(events);
+    let alerts = if config.alerts.any() {
+        let alerts = Alerts::new(
+            Outbox::new(&config.state.dir),
+            alert_receivers(&config.alerts),
+            Links::new(local),
+            metrics
+                .alerts()
+                .context("registering the alerts' metrics")?,
+        );
+        tracker.spawn(supervise(
+            readiness.register("alerts"),
+            alerts::run(alerts.clone(), Timing::default(), shutdown.clone()).boxed(),
+        ));
+        Some(alerts)
+    } else {
+        None
+    };
+    let parts = detection::Parts {
+        config: Arc::new(config.clone()),
+        book: incidents,
+        store: journal,
+        stats: metrics
+            .detection()
+            .context("registering detection's metrics")?,
+        vault,
+        alerts,
+        restores: metrics
+            .restores()
+            .context("registering the restore workflow's metrics")?,
+        commands,
+        usage,
+    };
+    tracker.spawn(supervise(
+        readiness.register("detect"),
+        detection::run(parts, received, asked, shutdown.clone()).boxed(),
+    ));
     tracker.close();
+    startup.ready();
 
-    let signal = wait_for_signal().await?;
+    let signal = stop.await;
     tracing::info!(signal, grace_period = ?config.server.grace_period.0, "shutting down");
     readiness.start_draining();
     shutdown.cancel();
@@ -74,12 +184,216 @@ fn create_state_dir(dir: &std::path::Path) -> anyhow::Result<()> {
         .with_context(|| format!("creating the state directory {} (state.dir)", dir.display()))
 }
 
-async fn wait_for_signal() -> anyhow::Result<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
+/// SIGTERM and SIGINT, handled from the moment they are installed.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
+    }
+
+    async fn wait(mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}
+
+/// Starts one task per configured source. Each is ready once started; one that
+/// cannot start (a damaged checkpoint file, a Kafka client that cannot be made)
+/// stays not ready with the reason, and `/readyz` says so.
+fn spawn_sources(
+    config: &Config,
+    tracker: &TaskTracker,
+    readiness: &Readiness,
+    tx: &mpsc::Sender<Event>,
+    stats: &SourceStats,
+    stop: &CancellationToken,
+) {
+    let spawn = |name: &'static str, run: BoxFuture<'static, Result<(), String>>| {
+        tracker.spawn(supervise(readiness.register(name), run));
+    };
+    for file in &config.logs.file {
+        let run = sources::file::run(
+            file.clone(),
+            config.state.dir.clone(),
+            tx.clone(),
+            stats.clone(),
+            stop.clone(),
+        );
+        spawn("logs.file", run.map_err(|err| err.to_string()).boxed());
+    }
+    for kafka in &config.logs.kafka {
+        let run = sources::kafka::run(kafka.clone(), tx.clone(), stats.clone(), stop.clone());
+        spawn("logs.kafka", run.map_err(|err| err.to_string()).boxed());
+    }
+    // Deploy announcements on Kafka: the consumer hands its records to a task that
+    // reads each as an announcement.
+    for kafka in &config.deploys.kafka {
+        let (records, received) = mpsc::channel(64);
+        let run = sources::kafka::run(kafka.clone(), records, stats.clone(), stop.clone());
+        spawn("deploys.kafka", run.map_err(|err| err.to_string()).boxed());
+        tracker.spawn(announcements(
+            kafka.topic.clone(),
+            received,
+            tx.clone(),
+            stats.clone(),
+        ));
+    }
+    // The metrics sources retry every failure; they only end on shutdown.
+    for scrape in &config.metrics.scrape {
+        let run =
+            sources::metrics::run_scrape(scrape.clone(), tx.clone(), stats.clone(), stop.clone());
+        spawn("metrics.scrape", run.map(Ok).boxed());
+    }
+    for query in &config.metrics.query {
+        let run =
+            sources::metrics::run_query(query.clone(), tx.clone(), stats.clone(), stop.clone());
+        spawn("metrics.query", run.map(Ok).boxed());
+    }
+}
+
+/// Connects to the application's database (retrying: it may not be up yet, or a
+/// SQLite file not created yet), then polls `django_migrations` for deploys,
+/// checks the usage of what pending destructive migrations drop and, with
+/// `preserve.auto`, preserves it as soon as their files appear.
+async fn watch_deploys(
+    config: Arc<Config>,
+    tracker: TaskTracker,
+    component: ComponentHandle,
+    events: mpsc::Sender<Event>,
+    (stats, vault_stats): (SourceStats, crate::telemetry::VaultStats),
+    usage: crate::gate::watch::Usage,
+    stop: CancellationToken,
+) {
+    let mut logged = false;
+    let db: Arc<dyn crate::db::Adapter> = loop {
+        match crate::db::connect(&config.database.url).await {
+            Ok(db) => break Arc::from(db),
+            Err(err) => {
+                if !logged {
+                    tracing::error!(error = %err, "cannot connect to the database; retrying every 5 s");
+                    logged = true;
+                }
+                component.not_ready(format!("cannot connect to the database: {err}"));
+                tokio::select! {
+                    () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                    () = stop.cancelled() => return,
+                }
+            }
+        }
+    };
+    component.ready();
+    tracker.spawn(crate::gate::watch::run(
+        config.clone(),
+        db.clone(),
+        usage,
+        stop.clone(),
+    ));
+    if config.preserve.auto {
+        match (
+            crate::commands::open_vault(&config),
+            crate::commands::remote(&config),
+        ) {
+            (Ok(vault), Ok(remote)) => {
+                let (changed_tx, changed_rx) = mpsc::channel(1);
+                let (status, _) = tokio::sync::watch::channel(Default::default());
+                tracker.spawn(sources::deploys::watch_migrations(
+                    sources::deploys::migration_dirs(&config),
+                    changed_tx,
+                    stop.clone(),
+                ));
+                tracker.spawn(crate::actions::autopreserve::run(
+                    (*config).clone(),
+                    db.clone(),
+                    vault,
+                    remote,
+                    changed_rx,
+                    crate::actions::autopreserve::Reports {
+                        status,
+                        stats: vault_stats,
+                    },
+                    stop.clone(),
+                ));
+            }
+            (Err(err), _) => {
+                tracing::error!(error = %err, "cannot open the vault; nothing is preserved automatically");
+                component.not_ready(format!("cannot open the vault: {err}"));
+            }
+            (_, Err(err)) => {
+                tracing::error!(error = %err, "cannot reach the vault's object store; nothing is preserved automatically");
+                component.not_ready(format!("vault.url: {err}"));
+            }
+        }
+    }
+    if config.django.is_some() {
+        let poller = sources::deploys::run_poller(
+            db,
+            config.deploys.poll_interval.0,
+            config.state.dir.clone(),
+            events,
+            stats,
+            stop,
+        );
+        if let Err(err) = poller.await {
+            tracing::error!(error = %err, "the deploy poller stopped");
+            component.not_ready(err.to_string());
+        }
+    }
+}
+
+/// Turns the records of a deploy topic into deploy events; a message that is not
+/// an announcement is logged and counted (`kind = announcement`), and skipped.
+async fn announcements(
+    topic: String,
+    mut records: mpsc::Receiver<Event>,
+    events: mpsc::Sender<Event>,
+    stats: SourceStats,
+) {
+    while let Some(event) = records.recv().await {
+        let Payload::Log(record) = &event.payload else {
+            continue;
+        };
+        match crate::announce::from_record(record) {
+            Ok(announcement) => {
+                let deploy = Event {
+                    source: event.source.clone(),
+                    observed_at: event.observed_at,
+                    logged_at: announcement.at,
+                    payload: Payload::Deploy(Deploy {
+                        migrations: announcement.migrations,
+                        origin: DeployOrigin::Kafka,
+                        release: announcement.release,
+                    }),
+                };
+                if events.send(deploy).await.is_err() {
+                    return;
+                }
+            }
+            Err(err) => {
+                tracing::warn!(source = %event.source, error = %err, "a deploy-topic message is not a deploy announcement; skipped");
+                stats
+                    .errors
+                    .with_label_values(&[&topic, "announcement"])
+                    .inc();
+            }
+        }
+    }
+}
+
+/// Runs one source, marking it ready while it runs and reporting why it ended.
+async fn supervise(component: ComponentHandle, run: BoxFuture<'static, Result<(), String>>) {
+    component.ready();
+    if let Err(err) = run.await {
+        tracing::error!(error = %err, "a component stopped with an error");
+        component.not_ready(err);
+    }
 }

@@ -50,11 +50,13 @@ pub enum Command {
         #[arg(long)]
         strict: bool,
     },
-    /// Is anything still reading or writing what the plan drops?
+    /// Is anything still reading or writing what the plan drops? Exit 0 only
+    /// when every dropped table and column is unused; 1 when one is in use; 3
+    /// when one cannot be told (no statistics, a missing privilege).
     Gate {
-        /// How long to sample the database's usage counters.
-        #[arg(long, default_value = "5m")]
-        window: String,
+        /// How long to sample the database's usage statistics (and the log files).
+        #[arg(long, default_value = "5m", value_parser = crate::commands::gate::parse_window)]
+        window: std::time::Duration,
         #[arg(long)]
         json: bool,
     },
@@ -96,6 +98,10 @@ pub enum Command {
         files: Vec<PathBuf>,
         #[arg(long)]
         json: bool,
+        /// Run the detector as if migration APP.NAME had been applied at TIME
+        /// (RFC 3339); repeatable. Needs the configuration's migrations.
+        #[arg(long = "deploy", value_name = "APP.NAME@TIME", value_parser = crate::commands::replay::parse_deploy)]
+        deploys: Vec<(String, std::time::SystemTime)>,
     },
     /// List, show, approve or dismiss incidents.
     Incidents {
@@ -141,11 +147,23 @@ pub enum IncidentsAction {
         #[arg(long)]
         json: bool,
     },
+    /// Approve the restore (restore.mode = "approve"): the daemon runs the
+    /// rollback command, then restores and verifies the data; this follows the
+    /// steps until it is done. After a failure it resumes at the failed step.
     Approve {
         id: String,
+        /// Overwrite rows that changed since the snapshot.
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        json: bool,
     },
+    /// Close an incident without a restore, through the running daemon's API
+    /// (needs server.api_token).
     Dismiss {
         id: String,
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -4,16 +4,18 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use dropguard::cli::{Cli, Command, LogFormat, SnapshotsAction};
+use dropguard::cli::{Cli, Command, IncidentsAction, LogFormat, SnapshotsAction};
 use dropguard::commands;
 use dropguard::config::{self, EXIT_CONFIG};
 
-/// A command whose work a later release brings.
-const EXIT_NOT_IMPLEMENTED: u8 = 2;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // The demo narrates on stdout; its daemon's log would drown it.
+    let default_level = match cli.command {
+        Command::Demo { .. } => "error",
+        _ => "info",
+    };
+    init_logging(cli.log_format, default_level);
     match cli.command {
         Command::CheckConfig => with_config(&cli.config, |config| {
             print!("{}", config.to_masked_toml());
@@ -26,6 +28,14 @@ fn main() -> ExitCode {
         Command::Scan { json, all, strict } => with_config(&cli.config, |config| {
             let args = commands::scan::Args { json, all, strict };
             block_on(commands::scan::run(
+                &config,
+                &args,
+                &mut std::io::stdout().lock(),
+            ))
+        }),
+        Command::Gate { window, json } => with_config(&cli.config, |config| {
+            let args = commands::gate::Args { window, json };
+            block_on(commands::gate::run(
                 &config,
                 &args,
                 &mut std::io::stdout().lock(),
@@ -82,9 +92,77 @@ fn main() -> ExitCode {
                 &mut std::io::stdout().lock(),
             ))
         }),
-        other => {
-            eprintln!("dropguard {}: not implemented yet", other.name());
-            ExitCode::from(EXIT_NOT_IMPLEMENTED)
+        Command::Incidents { action } => {
+            let (action, json) = match action {
+                IncidentsAction::List { json } => (commands::incidents::Action::List, json),
+                IncidentsAction::Show { id, json } => (commands::incidents::Action::Show(id), json),
+                IncidentsAction::Approve { id, force, json } => {
+                    return with_config(&cli.config, |config| {
+                        block_on(commands::incidents::approve(
+                            &config,
+                            &id,
+                            force,
+                            json,
+                            &mut std::io::stdout().lock(),
+                        ))
+                    });
+                }
+                IncidentsAction::Dismiss { id, json } => {
+                    return with_config(&cli.config, |config| {
+                        block_on(commands::incidents::dismiss(
+                            &config,
+                            &id,
+                            json,
+                            &mut std::io::stdout().lock(),
+                        ))
+                    });
+                }
+            };
+            with_config(&cli.config, |config| {
+                block_on(commands::incidents::run(
+                    &config,
+                    &action,
+                    json,
+                    &mut std::io::stdout().lock(),
+                ))
+            })
+        }
+        Command::Replay {
+            files,
+            json,
+            deploys,
+        } => {
+            // The configured file source's settings when there is a config;
+            // the defaults otherwise: replay needs no database.
+            let config = if cli.config.exists() {
+                match config::load(&cli.config) {
+                    Ok(config) => Some(config),
+                    Err(err) => return config_failure(&err),
+                }
+            } else {
+                None
+            };
+            let settings = config
+                .as_ref()
+                .and_then(|c| c.logs.file.first().cloned())
+                .unwrap_or_else(config::FileLogConfig::defaults);
+            let args = commands::replay::Args {
+                files,
+                json,
+                patterns: config
+                    .as_ref()
+                    .map(|c| c.detect.patterns.clone())
+                    .unwrap_or_default(),
+                deploys,
+                config,
+            };
+            commands::replay::run(&settings, &args, &mut std::io::stdout().lock())
+                .map_or_else(|err| failure(&err), ExitCode::from)
+        }
+        Command::Demo { dir } => {
+            let args = dropguard::demo::Args { dir };
+            block_on(dropguard::demo::run(&args, &mut std::io::stdout().lock()))
+                .map_or_else(|err| failure(&err), ExitCode::from)
         }
     }
 }
@@ -118,9 +196,9 @@ fn failure(err: &anyhow::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DROPGUARD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -208,6 +208,17 @@ pub fn history(config: &Config) -> Result<Plan, PlanError> {
 
 /// The pending plan, with live row counts.
 pub async fn pending(config: &Config, db: &dyn Adapter) -> Result<Plan, PlanError> {
+    pending_with(config, db, true).await
+}
+
+/// The pending plan without row counts: each operation's table is only looked
+/// up (a missing one gets its note). The usage gate's plan: counting would read
+/// the very tables whose reads it measures.
+pub async fn pending_uncounted(config: &Config, db: &dyn Adapter) -> Result<Plan, PlanError> {
+    pending_with(config, db, false).await
+}
+
+async fn pending_with(config: &Config, db: &dyn Adapter, counted: bool) -> Result<Plan, PlanError> {
     let applied = db.applied_migrations().await?;
     let sql_applied = match &config.sql {
         Some(sql) if db.table_exists(&sql.history_table).await? => {
@@ -240,15 +251,16 @@ pub async fn pending(config: &Config, db: &dyn Adapter) -> Result<Plan, PlanErro
     let mut plan = assemble(config, analysis, Some(version), false);
     for migration in &mut plan.migrations {
         for op in &mut migration.operations {
-            count(db, op).await;
+            count(db, op, counted).await;
         }
     }
     Ok(plan)
 }
 
-/// Fills in the rows at risk for one operation. A failed count is a note, not an
-/// error: the rest of the plan still matters.
-async fn count(db: &dyn Adapter, op: &mut PlannedOperation) {
+/// Fills in the rows at risk for one operation (with `counted`; otherwise only
+/// looks the table up). A failed count is a note, not an error: the rest of the
+/// plan still matters.
+async fn count(db: &dyn Adapter, op: &mut PlannedOperation, counted: bool) {
     let Some(table) = op.operation.table.clone() else {
         op.note = Some("names no table".to_string());
         return;
@@ -265,6 +277,9 @@ async fn count(db: &dyn Adapter, op: &mut PlannedOperation) {
             op.note = Some(format!("cannot look up {table}: {err}"));
             return;
         }
+    }
+    if !counted {
+        return;
     }
     let counted = match op.operation.kind {
         OpKind::DropColumn | OpKind::RenameColumn if !op.operation.columns.is_empty() => {

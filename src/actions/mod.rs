@@ -1,6 +1,9 @@
 //! Actions: what dropguard does about the data at risk and about incidents —
-//! preservation now; alerts and the restore workflow later. Actions never import
-//! sources or detection.
+//! preservation (on demand, and automatically before `migrate`), restore, and
+//! alerts. Actions never import sources or detection.
 
+pub mod alerts;
+pub mod autopreserve;
 pub mod preserve;
 pub mod restore;
+pub mod workflow;

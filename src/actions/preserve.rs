@@ -13,6 +13,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::db::{Adapter, DbError, TableInfo};
+use crate::plan::Plan;
 pub use crate::plan::Target;
 use crate::vault::{
     DatabaseInfo, ObjectKind, ObjectSpec, Reason, Remote, SnapshotMeta, SnapshotSummary, Value,
@@ -97,6 +98,39 @@ pub struct PreservedObject {
     pub table: String,
     pub columns: Vec<String>,
     pub rows: u64,
+}
+
+/// The requests that preserve what the plan's migrations destroy: one per
+/// migration with anything to preserve, in plan order (only `only`, an
+/// `app.name`, when given), each a [`Reason::Plan`] snapshot carrying the
+/// migration's rollback command. With them, a note per operation whose data
+/// cannot be preserved (opaque code, a table not in the database yet),
+/// prefixed with its migration.
+pub fn plan_requests(plan: &Plan, only: Option<&str>) -> (Vec<Request>, Vec<String>) {
+    let mut requests = Vec::new();
+    let mut notes = Vec::new();
+    for migration in &plan.migrations {
+        if only.is_some_and(|wanted| wanted != migration.migration) {
+            continue;
+        }
+        let (targets, skipped) = migration.targets();
+        notes.extend(
+            skipped
+                .into_iter()
+                .map(|n| format!("{}: {n}", migration.migration)),
+        );
+        if targets.is_empty() {
+            continue;
+        }
+        requests.push(Request {
+            migration: Some(migration.migration.clone()),
+            rollback_command: migration.rollback_command.clone(),
+            reason: Reason::Plan,
+            environment: plan.environment.clone(),
+            targets,
+        });
+    }
+    (requests, notes)
 }
 
 /// The advisory lock under which a migration is preserved or restored, so that
@@ -186,6 +220,11 @@ pub async fn preserve(
     let mut writer = vault.begin(meta)?;
     for (target, table) in request.targets.iter().zip(&tables) {
         let spec = spec_for(target, table);
+        if let Some(progress) = crate::progress::current() {
+            // Only for a person watching: a count is one more scan of the table.
+            progress.add_total(db.count_rows(&target.table).await?);
+            progress.phase(format!("preserving {}", target.table));
+        }
         let object = writer.object(spec)?;
         let (tx, rx) = mpsc::channel::<Vec<Vec<Value>>>(BATCHES_IN_FLIGHT);
         let sink = tokio::task::spawn_blocking(move || write_batches(object, rx));
@@ -236,10 +275,16 @@ async fn stream_into(
     columns: &[String],
     tx: mpsc::Sender<Vec<Vec<Value>>>,
 ) -> Result<(), PreserveError> {
+    let progress = crate::progress::current();
     let mut rows = db.stream_rows(table, columns);
     let mut batch = Vec::with_capacity(BATCH_ROWS);
     while let Some(row) = rows.next().await {
         batch.push(row?);
+        if batch.len() == BATCH_ROWS
+            && let Some(progress) = &progress
+        {
+            progress.add(BATCH_ROWS as u64);
+        }
         if batch.len() == BATCH_ROWS
             && tx
                 .send(std::mem::replace(
@@ -253,6 +298,9 @@ async fn stream_into(
         }
     }
     if !batch.is_empty() {
+        if let Some(progress) = &progress {
+            progress.add(batch.len() as u64);
+        }
         let _ = tx.send(batch).await;
     }
     Ok(())

@@ -25,6 +25,8 @@ const STAGE: &str = "dropguard_restore_stage";
 /// Bind parameters per statement: under SQLite's 32,766 and PostgreSQL's 65,535.
 const MAX_PARAMS: usize = 30_000;
 const MAX_BATCH_ROWS: usize = 5_000;
+/// COPY data is handed to the connection in chunks of about this size.
+const COPY_CHUNK_BYTES: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
@@ -159,18 +161,14 @@ async fn restore_locked(
     environment: &str,
     options: Options,
 ) -> Result<Report, RestoreError> {
-    check_target(db, manifest, environment).await?;
-    let mut tables = Vec::new();
-    for (index, object) in manifest.objects.iter().enumerate() {
-        tables.push((
-            index,
-            object,
-            rolled_back_table(db, manifest, object).await?,
-        ));
+    let tables = check_schema(db, manifest, environment).await?;
+    if let Some(progress) = crate::progress::current() {
+        progress.add_total(manifest.objects.iter().map(|o| o.rows).sum());
     }
     let mut objects = Vec::new();
-    for (index, object, table) in parents_first(tables) {
-        objects.push(restore_object(db, vault, id, index, object, &table, options).await?);
+    for index in order(manifest) {
+        let object = &manifest.objects[index];
+        objects.push(restore_object(db, vault, id, index, object, &tables[index], options).await?);
     }
     Ok(Report {
         snapshot: id.to_string(),
@@ -179,6 +177,71 @@ async fn restore_locked(
         forced: options.force,
         objects,
     })
+}
+
+/// The order a snapshot's objects are restored in (indexes into its manifest):
+/// a table before the tables whose foreign keys reference it.
+pub fn order(manifest: &Manifest) -> Vec<usize> {
+    parents_first(manifest.objects.iter().enumerate().collect())
+        .into_iter()
+        .map(|(index, _)| index)
+        .collect()
+}
+
+/// Whether snapshot `id` can go back into `db` now: same engine and
+/// environment, its migration rolled back, every table and column it holds
+/// there again. The error says what to run first.
+pub async fn check_rolled_back(
+    db: &dyn Adapter,
+    vault: &Vault,
+    id: &SnapshotId,
+    environment: &str,
+) -> Result<(), RestoreError> {
+    let manifest = vault.show(id)?;
+    check_schema(db, &manifest, environment).await.map(|_| ())
+}
+
+/// Restores only object `index` of snapshot `id` (under the snapshot's lock,
+/// after the same checks as [`restore`]): one step of a journaled restore.
+pub async fn restore_one(
+    db: &dyn Adapter,
+    vault: &Vault,
+    id: &SnapshotId,
+    index: usize,
+    environment: &str,
+    options: Options,
+) -> Result<ObjectReport, RestoreError> {
+    let manifest = vault.show(id)?;
+    let Some(object) = manifest.objects.get(index) else {
+        return Err(RestoreError::Reader(format!(
+            "snapshot {id} has no object {index}"
+        )));
+    };
+    let lock = crate::actions::preserve::lock_name(manifest.migration.as_deref(), id.as_str());
+    let guard = db.lock(&lock).await?;
+    let result = async {
+        check_target(db, &manifest, environment).await?;
+        let table = rolled_back_table(db, &manifest, object).await?;
+        restore_object(db, vault, id, index, object, &table, options).await
+    }
+    .await;
+    guard.release().await;
+    result
+}
+
+/// The live table of each of the manifest's objects, in manifest order, after
+/// checking the snapshot belongs here and its migration is rolled back.
+async fn check_schema(
+    db: &dyn Adapter,
+    manifest: &Manifest,
+    environment: &str,
+) -> Result<Vec<TableInfo>, RestoreError> {
+    check_target(db, manifest, environment).await?;
+    let mut tables = Vec::new();
+    for object in &manifest.objects {
+        tables.push(rolled_back_table(db, manifest, object).await?);
+    }
+    Ok(tables)
 }
 
 async fn check_target(
@@ -255,17 +318,15 @@ async fn rolled_back_table(
 
 /// Objects ordered so that a table comes before the tables whose foreign keys
 /// reference it. A cycle keeps the remaining objects in snapshot order.
-fn parents_first(
-    mut pending: Vec<(usize, &ObjectEntry, TableInfo)>,
-) -> Vec<(usize, &ObjectEntry, TableInfo)> {
+fn parents_first(mut pending: Vec<(usize, &ObjectEntry)>) -> Vec<(usize, &ObjectEntry)> {
     let mut ordered = Vec::with_capacity(pending.len());
     while !pending.is_empty() {
-        let ready = pending.iter().position(|(_, object, _)| {
+        let ready = pending.iter().position(|(_, object)| {
             object.foreign_keys.iter().all(|fk| {
                 fk.referenced_table == object.table
                     || !pending
                         .iter()
-                        .any(|(_, other, _)| other.table == fk.referenced_table)
+                        .any(|(_, other)| other.table == fk.referenced_table)
             })
         });
         ordered.push(pending.remove(ready.unwrap_or(0)));
@@ -402,6 +463,9 @@ async fn restore_object(
             }
             tracing::debug!(table = %object.table, seconds = started.elapsed().as_secs_f64(), "committed");
             let started = std::time::Instant::now();
+            if let Some(progress) = crate::progress::current() {
+                progress.phase(format!("verifying {}", object.table));
+            }
             report.verification = checksum_or_compared(db, object, table, loaded).await?;
             tracing::debug!(table = %object.table, seconds = started.elapsed().as_secs_f64(), "verified");
             return Ok(report);
@@ -542,6 +606,9 @@ async fn restore_object(
     {
         db.reset_generator(&object.table, column).await?;
     }
+    if let Some(progress) = crate::progress::current() {
+        progress.phase(format!("verifying {}", object.table));
+    }
     report.verification = checksum_or_compared(db, object, table, compared).await?;
     Ok(report)
 }
@@ -635,8 +702,10 @@ async fn restore_column(
 }
 
 /// Streams the snapshot's rows into table `into` (the staging table, or an empty
-/// target), by COPY where the engine has it, else in multi-row INSERTs. The vault
-/// is read on a blocking thread through a bounded channel.
+/// target): by one COPY where the engine has it, the rows encoded on the blocking
+/// thread that reads the vault, so that decoding overlaps the server's work; else
+/// in multi-row INSERTs. A vault error after part of the rows went in is returned
+/// before anything is committed.
 #[allow(clippy::too_many_arguments)] // one call site each way; a struct would only rename them
 async fn load_rows(
     engine: Engine,
@@ -648,10 +717,53 @@ async fn load_rows(
     into: &str,
     types: &[&str],
 ) -> Result<(), RestoreError> {
+    let rows = vault.read_object(id, index)?;
+    let progress = crate::progress::current();
+    if let Some(progress) = &progress {
+        progress.phase(format!("restoring {}", object.table));
+    }
+    // Rows read from the vault, counted as they are handed on.
+    let counted = move |n: usize| {
+        if let Some(progress) = &progress {
+            progress.add(n as u64);
+        }
+    };
+    if let Some(encode) = engine.bulk_encoder() {
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(4);
+        let reader = tokio::task::spawn_blocking(move || -> Result<(), VaultError> {
+            let mut chunk = Vec::with_capacity(COPY_CHUNK_BYTES + 4096);
+            let mut in_chunk = 0;
+            for row in rows {
+                encode(&row?, &mut chunk);
+                in_chunk += 1;
+                if chunk.len() >= COPY_CHUNK_BYTES {
+                    counted(std::mem::take(&mut in_chunk));
+                    let full =
+                        std::mem::replace(&mut chunk, Vec::with_capacity(COPY_CHUNK_BYTES + 4096));
+                    if tx.blocking_send(full).is_err() {
+                        return Ok(()); // the COPY failed; its error is the one reported
+                    }
+                }
+            }
+            if !chunk.is_empty() {
+                counted(in_chunk);
+                let _ = tx.blocking_send(chunk);
+            }
+            Ok(())
+        });
+        let copied = session.copy_in(into, &object.row_columns, &mut rx).await;
+        drop(rx);
+        let read = reader
+            .await
+            .map_err(|err| RestoreError::Reader(err.to_string()))?;
+        copied?;
+        read?;
+        return Ok(());
+    }
+
     let width = object.row_columns.len();
     let batch_rows = (MAX_PARAMS / width.max(1)).clamp(1, MAX_BATCH_ROWS);
     let (tx, mut rx) = mpsc::channel::<Result<Vec<Vec<Value>>, VaultError>>(4);
-    let rows = vault.read_object(id, index)?;
     let reader = tokio::task::spawn_blocking(move || {
         let mut batch = Vec::with_capacity(batch_rows);
         for row in rows {
@@ -662,46 +774,57 @@ async fn load_rows(
                     return;
                 }
             }
-            if batch.len() == batch_rows
-                && tx
+            if batch.len() == batch_rows {
+                counted(batch_rows);
+                if tx
                     .blocking_send(Ok(std::mem::replace(
                         &mut batch,
                         Vec::with_capacity(batch_rows),
                     )))
                     .is_err()
-            {
-                return;
+                {
+                    return;
+                }
             }
         }
         if !batch.is_empty() {
+            counted(batch.len());
             let _ = tx.blocking_send(Ok(batch));
         }
     });
     let columns: Vec<String> = object.row_columns.iter().map(|c| engine.quote(c)).collect();
-    while let Some(batch) = rx.recv().await {
-        let batch = batch?;
-        if session.copy_in(into, &object.row_columns, &batch).await? {
-            continue;
-        }
-        let mut values = Vec::with_capacity(batch.len() * width);
-        let mut tuples = Vec::with_capacity(batch.len());
-        for row in batch {
-            let start = values.len();
-            let placeholders: Vec<String> = (0..width)
-                .map(|i| engine.placeholder(start + i + 1, types[i]))
-                .collect();
-            tuples.push(format!("({})", placeholders.join(", ")));
-            values.extend(row);
-        }
-        let insert = format!(
+    // The statement for `n` rows; every batch but the last has the same size, so
+    // it is built once.
+    let insert_for = |n: usize| {
+        let tuples: Vec<String> = (0..n)
+            .map(|row| {
+                let placeholders: Vec<String> = (0..width)
+                    .map(|i| engine.placeholder(row * width + i + 1, types[i]))
+                    .collect();
+                format!("({})", placeholders.join(", "))
+            })
+            .collect();
+        format!(
             "INSERT INTO {} ({}) VALUES {}",
             engine.quote(into),
             columns.join(", "),
             tuples.join(", ")
-        );
+        )
+    };
+    let full_batch = insert_for(batch_rows);
+    while let Some(batch) = rx.recv().await {
+        let batch = batch?;
+        let last_batch;
+        let insert = if batch.len() == batch_rows {
+            &full_batch
+        } else {
+            last_batch = insert_for(batch.len());
+            &last_batch
+        };
+        let values: Vec<Value> = batch.into_iter().flatten().collect();
         session
             .execute(
-                &insert,
+                insert,
                 &values,
                 &format!("restoring {}: staging rows", object.table),
             )

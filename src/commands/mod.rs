@@ -2,7 +2,10 @@
 //! configuration and a writer for its output, and returns the exit status. `main.rs`
 //! picks the command; nothing here parses arguments or exits.
 
+pub mod gate;
+pub mod incidents;
 pub mod preserve;
+pub mod replay;
 pub mod restore;
 pub mod scan;
 pub mod snapshots;

@@ -44,39 +44,18 @@ pub async fn run(config: &Config, args: &Args, out: &mut dyn Write) -> anyhow::R
                     "migration {wanted} has no pending destructive operation; `dropguard scan` lists the plan"
                 );
             }
-            let mut requests = Vec::new();
-            for migration in &plan.migrations {
-                if args
-                    .migration
-                    .as_ref()
-                    .is_some_and(|wanted| *wanted != migration.migration)
-                {
-                    continue;
-                }
-                let (targets, skipped) = migration.targets();
-                notes.extend(
-                    skipped
-                        .into_iter()
-                        .map(|n| format!("{}: {n}", migration.migration)),
-                );
-                if targets.is_empty() {
-                    continue;
-                }
-                requests.push(Request {
-                    migration: Some(migration.migration.clone()),
-                    rollback_command: migration.rollback_command.clone(),
-                    reason: Reason::Plan,
-                    environment: config.environment.clone(),
-                    targets,
-                });
-            }
+            let (requests, skipped) = preserve::plan_requests(&plan, args.migration.as_deref());
+            notes.extend(skipped);
             requests
         }
     };
     let mut taken: Vec<Preserved> = Vec::new();
     for request in &requests {
-        let preserved =
-            preserve::preserve_once(db.as_ref(), &vault, remote.as_ref(), request).await;
+        let preserved = crate::progress::track(
+            crate::progress::Progress::for_terminal(args.json),
+            preserve::preserve_once(db.as_ref(), &vault, remote.as_ref(), request),
+        )
+        .await;
         match preserved {
             Ok(preserved) => taken.push(preserved),
             Err(err) => {

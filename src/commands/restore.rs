@@ -30,7 +30,11 @@ pub async fn run(config: &Config, args: &Args, out: &mut dyn Write) -> anyhow::R
         dry_run: args.dry_run,
         force: args.force,
     };
-    let report = restore::restore(db.as_ref(), &vault, &id, &config.environment, options).await;
+    let report = crate::progress::track(
+        crate::progress::Progress::for_terminal(args.json),
+        restore::restore(db.as_ref(), &vault, &id, &config.environment, options),
+    )
+    .await;
     db.close().await;
     let report = report.with_context(|| format!("restoring snapshot {id}"))?;
     if args.json {

@@ -32,23 +32,7 @@ pub async fn run(
         Action::List => {
             let entries = vault.list().context("listing snapshots")?;
             if json {
-                let items: Vec<_> = entries
-                    .iter()
-                    .map(|e| {
-                        json!({
-                            "id": e.id.to_string(),
-                            "migration": e.migration,
-                            "created_at": rfc3339(e.created_at),
-                            "complete": e.complete,
-                            "problem": e.problem,
-                            "objects": e.objects.iter().map(|o| json!({
-                                "table": o.table,
-                                "columns": o.columns,
-                                "rows": o.rows,
-                            })).collect::<Vec<_>>(),
-                        })
-                    })
-                    .collect();
+                let items: Vec<_> = entries.iter().map(|e| e.listing()).collect();
                 serde_json::to_writer_pretty(&mut *out, &items)?;
                 writeln!(out)?;
             } else if entries.is_empty() {

@@ -187,10 +187,42 @@ fn rollback_command_placeholders_are_checked() {
 }
 
 #[test]
+fn a_rollback_command_that_cannot_be_split_is_refused() {
+    let text = format!(
+        "{MINIMAL}[restore]\nmode = \"approve\"\nrollback_command = \"sh -c 'manage.py migrate {{app}} {{previous}}\"\n"
+    );
+    let found = problems(&text);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].contains("restore.rollback_command") && found[0].contains("unbalanced quote"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn the_kubernetes_sidecar_config_map_holds_a_valid_configuration() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest = std::fs::read_to_string(root.join("config/kubernetes-sidecar.yaml")).unwrap();
+    let toml: String = manifest
+        .lines()
+        .skip_while(|line| !line.trim_start().starts_with("dropguard.toml: |"))
+        .skip(1)
+        .take_while(|line| line.is_empty() || line.starts_with("    "))
+        .map(|line| format!("{}\n", line.strip_prefix("    ").unwrap_or(line)))
+        .collect();
+    assert!(toml.contains("[server]"), "{toml}");
+    let env = |_: &str| Some("from-env".to_string());
+    let doc = source::Document::parse(&toml, &env).unwrap();
+    if let Err(problems) = doc.deserialize::<Config>() {
+        panic!("kubernetes-sidecar.yaml's dropguard.toml: {problems:?}");
+    }
+}
+
+#[test]
 fn the_example_and_demo_configs_load() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let env = |_: &str| Some("from-env".to_string());
-    for name in ["dropguard.example.toml", "demo.toml"] {
+    for name in ["dropguard.example.toml", "demo.toml", "production.toml"] {
         let path = root.join("config").join(name);
         let text = std::fs::read_to_string(&path).unwrap();
         // The example points at production paths; check only that every key is known.
@@ -245,5 +277,52 @@ fn the_example_config_documents_every_key() {
     assert!(
         missing.is_empty(),
         "keys missing from config/dropguard.example.toml: {missing:?}"
+    );
+}
+
+#[test]
+fn source_settings_are_checked_together() {
+    let text = format!(
+        "{MINIMAL}[[logs.file]]\npath = \"/var/log/*.log\"\nmultiline = \"start\"\nmax_event_bytes = 10\n\
+         [[logs.file]]\npath = \"/var/log/b.log\"\nmultiline_start = '^x'\n\
+         [[metrics.scrape]]\nurl = \"http://app:8000/metrics\"\ncounters = ['errors_total{{code=~\"5..']\n\
+         [[metrics.query]]\nurl = \"http://prometheus:9090\"\nquery = \" \"\ninterval = \"0s\"\n"
+    );
+    let found = problems(&text);
+    let keys: Vec<&str> = found
+        .iter()
+        .map(|p| p.split(' ').next().unwrap().trim_end_matches(':'))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "logs.file[0].multiline_start",
+            "logs.file[0].max_event_bytes",
+            "logs.file[1].multiline_start",
+            "metrics.scrape[0].counters[0]",
+            "metrics.query[0].query",
+            "metrics.query[0].interval",
+        ],
+        "{found:#?}"
+    );
+    assert!(found[3].contains("no closing"), "{}", found[3]);
+}
+
+#[test]
+fn user_patterns_must_compile_and_name_what_is_missing() {
+    let text = format!(
+        "{MINIMAL}[detect]\npatterns = ['ok (?P<table>\\w+)', 'no groups here', 'bad (']\n"
+    );
+    let found = problems(&text);
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert!(
+        found[0].starts_with("detect.patterns[1]") && found[0].contains("(?P<table>"),
+        "{}",
+        found[0]
+    );
+    assert!(
+        found[1].starts_with("detect.patterns[2]") && found[1].contains("not a valid regex"),
+        "{}",
+        found[1]
     );
 }

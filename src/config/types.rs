@@ -64,6 +64,12 @@ pub struct Config {
     #[serde(default)]
     pub metrics: MetricsConfig,
     #[serde(default)]
+    pub deploys: DeploysConfig,
+    #[serde(default)]
+    pub preserve: PreserveConfig,
+    #[serde(default)]
+    pub gate: GateConfig,
+    #[serde(default)]
     pub detect: DetectConfig,
     #[serde(default)]
     pub alerts: AlertsConfig,
@@ -187,6 +193,131 @@ pub struct LogsConfig {
 pub struct FileLogConfig {
     /// A glob (`/var/log/app/*.log`); files matching it later are picked up too.
     pub path: String,
+    /// Where to start in a file seen for the first time (no checkpoint): `end`
+    /// (only what is written from now on) or `beginning`. Files with a checkpoint
+    /// always resume at it.
+    #[serde(default)]
+    pub read_from: ReadFrom,
+    /// How each line is read: `auto` (a line that is a JSON object is JSON,
+    /// anything else text), `text` or `json`.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// Which JSON fields hold the message, the level and the time.
+    #[serde(default)]
+    pub fields: JsonFields,
+    /// How lines are joined into events: `python` (a traceback, with its chained
+    /// exceptions and the database's LINE/HINT lines, joins the line that started
+    /// it), `start` (a line matching `multiline_start` starts an event, any other
+    /// line continues it) or `none` (one line, one event).
+    #[serde(default)]
+    pub multiline: Multiline,
+    /// The regex for `multiline = "start"`, e.g. `^\d{4}-\d{2}-\d{2} `.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multiline_start: Option<String>,
+    /// A pending multi-line event is handed on after this long without a new line.
+    #[serde(default = "default_multiline_timeout")]
+    pub multiline_timeout: Duration,
+    /// Events longer than this are truncated to it (and counted).
+    #[serde(default = "default_max_event_bytes")]
+    pub max_event_bytes: usize,
+    /// How often files are polled when filesystem notifications are unavailable
+    /// or missed (network filesystems, some container overlays).
+    #[serde(default = "default_poll_interval")]
+    pub poll_interval: Duration,
+}
+
+impl FileLogConfig {
+    /// Every setting at its default, for reading files outside any config
+    /// (`dropguard replay` without one).
+    pub fn defaults() -> Self {
+        Self {
+            path: String::new(),
+            read_from: ReadFrom::default(),
+            format: LogFormat::default(),
+            fields: JsonFields::default(),
+            multiline: Multiline::default(),
+            multiline_start: None,
+            multiline_timeout: default_multiline_timeout(),
+            max_event_bytes: default_max_event_bytes(),
+            poll_interval: default_poll_interval(),
+        }
+    }
+}
+
+fn default_multiline_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_max_event_bytes() -> usize {
+    64 * 1024
+}
+
+fn default_poll_interval() -> Duration {
+    Duration::from_secs(1)
+}
+
+/// Where a file without a checkpoint is first read from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadFrom {
+    Beginning,
+    #[default]
+    End,
+}
+
+/// How a line or a message payload is interpreted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Auto,
+    Text,
+    Json,
+}
+
+/// The fields of a JSON log record dropguard reads; the rest are kept as they are.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct JsonFields {
+    /// The human message (the error text signatures are matched against).
+    #[serde(default = "default_message_field")]
+    pub message: String,
+    #[serde(default = "default_level_field")]
+    pub level: String,
+    /// RFC 3339, `YYYY-MM-DD HH:MM:SS[,.fff]` or Unix seconds.
+    #[serde(default = "default_time_field")]
+    pub time: String,
+}
+
+impl Default for JsonFields {
+    fn default() -> Self {
+        Self {
+            message: default_message_field(),
+            level: default_level_field(),
+            time: default_time_field(),
+        }
+    }
+}
+
+fn default_message_field() -> String {
+    "message".to_string()
+}
+
+fn default_level_field() -> String {
+    "level".to_string()
+}
+
+fn default_time_field() -> String {
+    "time".to_string()
+}
+
+/// How lines are grouped into events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Multiline {
+    #[default]
+    Python,
+    Start,
+    None,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -197,10 +328,31 @@ pub struct KafkaLogConfig {
     /// Consumer group: instances sharing it split the topic's partitions.
     #[serde(default = "default_group_id")]
     pub group_id: String,
+    /// Where a group without committed offsets starts: `latest` or `earliest`.
+    #[serde(default)]
+    pub auto_offset_reset: OffsetReset,
+    /// How each message payload is read: `auto`, `text` or `json`.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// Which JSON fields hold the message, the level and the time.
+    #[serde(default)]
+    pub fields: JsonFields,
+    /// Payloads longer than this are truncated to it (and counted).
+    #[serde(default = "default_max_event_bytes")]
+    pub max_event_bytes: usize,
 }
 
 fn default_group_id() -> String {
     "dropguard".to_string()
+}
+
+/// librdkafka's `auto.offset.reset`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OffsetReset {
+    Earliest,
+    #[default]
+    Latest,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -208,6 +360,9 @@ pub struct MetricsConfig {
     /// Application metrics endpoints to scrape (e.g. django-prometheus).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scrape: Vec<ScrapeConfig>,
+    /// PromQL queries run against a Prometheus server.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub query: Vec<QueryConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -215,6 +370,111 @@ pub struct ScrapeConfig {
     /// An `http://` or `https://` URL serving the Prometheus text format. Shown with
     /// its path and query masked, since they sometimes carry tokens.
     pub url: SecretUrl,
+    /// The error counters to turn into rates: a metric name with optional label
+    /// matchers (`=`, `!=`, `=~`, `!~`), like PromQL's. The series matching one
+    /// selector are summed.
+    #[serde(default = "default_counters")]
+    pub counters: Vec<String>,
+    #[serde(default = "default_scrape_interval")]
+    pub interval: Duration,
+    /// A scrape taking longer than this fails (and is counted).
+    #[serde(default = "default_scrape_timeout")]
+    pub timeout: Duration,
+}
+
+fn default_counters() -> Vec<String> {
+    vec![r#"django_http_responses_total_by_status_total{status=~"5.."}"#.to_string()]
+}
+
+fn default_scrape_interval() -> Duration {
+    Duration::from_secs(15)
+}
+
+fn default_scrape_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct QueryConfig {
+    /// The Prometheus server's base URL (`http://prometheus:9090`); the query goes
+    /// to its `/api/v1/query`.
+    pub url: SecretUrl,
+    /// A PromQL expression giving an error rate per second, e.g.
+    /// `sum(rate(django_http_responses_total_by_status_total{status=~"5.."}[1m]))`.
+    /// The values of every series it returns are summed.
+    pub query: String,
+    #[serde(default = "default_scrape_interval")]
+    pub interval: Duration,
+    #[serde(default = "default_scrape_timeout")]
+    pub timeout: Duration,
+}
+
+/// How deploys (applied migrations) are seen.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct DeploysConfig {
+    /// How often `django_migrations` is read for rows newer than the last one
+    /// seen; each new batch of rows is a deploy. A cheap indexed query.
+    #[serde(default = "default_deploy_poll")]
+    pub poll_interval: Duration,
+    /// Kafka topics carrying deploy announcements: JSON objects shaped like the
+    /// body of `POST /api/v1/deploys`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kafka: Vec<KafkaLogConfig>,
+}
+
+impl Default for DeploysConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval: default_deploy_poll(),
+            kafka: Vec::new(),
+        }
+    }
+}
+
+fn default_deploy_poll() -> Duration {
+    Duration::from_secs(2)
+}
+
+/// What the daemon preserves on its own.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct PreserveConfig {
+    /// Preserve the data at risk as soon as a destructive migration appears in
+    /// the migration folders (at start, and whenever the files change), so the
+    /// snapshot exists before `migrate` runs.
+    #[serde(default = "default_true")]
+    pub auto: bool,
+}
+
+impl Default for PreserveConfig {
+    fn default() -> Self {
+        Self { auto: true }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// The daemon's continuous usage check (`dropguard gate` does the same once).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct GateConfig {
+    /// While destructive migrations are pending, how often the database's
+    /// usage statistics are sampled; each check compares a sample with the
+    /// previous one, so this is also the window of each verdict.
+    #[serde(default = "default_gate_interval")]
+    pub interval: Duration,
+}
+
+impl Default for GateConfig {
+    fn default() -> Self {
+        Self {
+            interval: default_gate_interval(),
+        }
+    }
+}
+
+fn default_gate_interval() -> Duration {
+    Duration::from_secs(60)
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -232,6 +492,11 @@ pub struct DetectConfig {
     /// How long after a deploy errors are correlated with it.
     #[serde(default = "default_watch_for")]
     pub watch_for: Duration,
+    /// More error signatures, beside the built-in ones of PostgreSQL, MySQL/MariaDB
+    /// and SQLite: regexes with a named group `table` and/or `column` (which may be
+    /// qualified, `t.c`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patterns: Vec<String>,
 }
 
 impl Default for DetectConfig {
@@ -241,6 +506,7 @@ impl Default for DetectConfig {
             min_errors: default_min_errors(),
             spike_factor: default_spike_factor(),
             watch_for: default_watch_for(),
+            patterns: Vec::new(),
         }
     }
 }
@@ -265,6 +531,16 @@ pub struct AlertsConfig {
     /// Generic JSON webhooks.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub webhook: Vec<WebhookConfig>,
+    /// Alertmanager servers: each incident becomes one alert there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alertmanager: Vec<AlertmanagerConfig>,
+}
+
+impl AlertsConfig {
+    /// Whether any receiver is configured: without one, nothing is queued or sent.
+    pub fn any(&self) -> bool {
+        self.slack.is_some() || !self.webhook.is_empty() || !self.alertmanager.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -276,6 +552,13 @@ pub struct SlackConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct WebhookConfig {
     /// Receives a JSON body per incident state change. Path and query are masked when shown.
+    pub url: SecretUrl,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct AlertmanagerConfig {
+    /// The Alertmanager's base URL (`http://alertmanager:9093`); alerts are posted
+    /// to `/api/v2/alerts` below it. Masked when shown (it may carry credentials).
     pub url: SecretUrl,
 }
 
@@ -297,8 +580,13 @@ pub struct RestoreConfig {
     #[serde(default)]
     pub mode: RestoreMode,
     /// The schema rollback, with `{app}`, `{previous}` and `{migration}` filled in.
+    /// It runs in `django.project_dir` as an argv split like a shell would, but
+    /// without a shell (write `sh -c '…'` to have one).
     #[serde(default = "default_rollback_command")]
     pub rollback_command: String,
+    /// How long the rollback command may run before it is killed.
+    #[serde(default = "default_rollback_timeout")]
+    pub rollback_timeout: Duration,
 }
 
 impl Default for RestoreConfig {
@@ -306,8 +594,13 @@ impl Default for RestoreConfig {
         Self {
             mode: RestoreMode::default(),
             rollback_command: default_rollback_command(),
+            rollback_timeout: default_rollback_timeout(),
         }
     }
+}
+
+fn default_rollback_timeout() -> Duration {
+    Duration::from_secs(10 * 60)
 }
 
 fn default_rollback_command() -> String {

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::source::Document;
-use super::{Config, DatabaseUrl, Problem, RestoreMode, SecretUrl};
+use super::{Config, DatabaseUrl, Duration, Multiline, Problem, RestoreMode, SecretUrl};
 
 /// The placeholders `restore.rollback_command` may use.
 const ROLLBACK_PLACEHOLDERS: [&str; 3] = ["app", "previous", "migration"];
@@ -39,6 +39,12 @@ impl Checker<'_> {
             }
         }
         out
+    }
+
+    fn positive(&mut self, key: &str, duration: Duration) {
+        if duration.0.is_zero() {
+            self.problem(key, "must be longer than zero");
+        }
     }
 
     fn http_url(&mut self, key: &str, url: &SecretUrl) {
@@ -209,10 +215,40 @@ pub fn validate(config: &mut Config, base_dir: &Path, doc: &Document) -> Vec<Pro
         } else {
             file.path = check.resolve(Path::new(&file.path)).display().to_string();
         }
+        let key = |field: &str| format!("logs.file[{index}].{field}");
+        match (file.multiline, &file.multiline_start) {
+            (Multiline::Start, None) => check.problem(
+                &key("multiline_start"),
+                "multiline = \"start\" needs the regex that starts an event, like '^\\d{4}-\\d{2}-\\d{2} '",
+            ),
+            (Multiline::Start, Some(pattern)) => {
+                if let Err(err) = regex::Regex::new(pattern) {
+                    check.problem(&key("multiline_start"), format!("is not a valid regex: {err}"));
+                }
+            }
+            (_, Some(_)) => check.problem(
+                &key("multiline_start"),
+                "is used only with multiline = \"start\"; set that too, or remove it",
+            ),
+            (_, None) => {}
+        }
+        if file.max_event_bytes < 256 {
+            check.problem(&key("max_event_bytes"), "must be at least 256");
+        }
+        check.positive(&key("poll_interval"), file.poll_interval);
     }
 
-    for (index, kafka) in config.logs.kafka.iter().enumerate() {
-        let key = |field: &str| format!("logs.kafka[{index}].{field}");
+    let kafkas = (config
+        .logs
+        .kafka
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (format!("logs.kafka[{i}]"), k)))
+    .chain(
+        (config.deploys.kafka.iter().enumerate()).map(|(i, k)| (format!("deploys.kafka[{i}]"), k)),
+    );
+    for (prefix, kafka) in kafkas {
+        let key = |field: &str| format!("{prefix}.{field}");
         let brokers_ok = kafka.brokers.split(',').all(|broker| {
             broker
                 .trim()
@@ -234,10 +270,59 @@ pub fn validate(config: &mut Config, base_dir: &Path, doc: &Document) -> Vec<Pro
         if kafka.group_id.trim().is_empty() {
             check.problem(&key("group_id"), "must name the consumer group");
         }
+        if kafka.max_event_bytes < 256 {
+            check.problem(&key("max_event_bytes"), "must be at least 256");
+        }
     }
 
     for (index, scrape) in config.metrics.scrape.iter().enumerate() {
         check.http_url(&format!("metrics.scrape[{index}].url"), &scrape.url);
+        if scrape.counters.is_empty() {
+            check.problem(
+                &format!("metrics.scrape[{index}].counters"),
+                "must name at least one error counter, like 'django_http_responses_total_by_status_total{status=~\"5..\"}'",
+            );
+        }
+        for (i, counter) in scrape.counters.iter().enumerate() {
+            if let Err(message) = crate::sources::metrics::parse_selector(counter) {
+                check.problem(&format!("metrics.scrape[{index}].counters[{i}]"), message);
+            }
+        }
+        check.positive(
+            &format!("metrics.scrape[{index}].interval"),
+            scrape.interval,
+        );
+        check.positive(&format!("metrics.scrape[{index}].timeout"), scrape.timeout);
+    }
+    for (index, query) in config.metrics.query.iter().enumerate() {
+        check.http_url(&format!("metrics.query[{index}].url"), &query.url);
+        if query.query.trim().is_empty() {
+            check.problem(
+                &format!("metrics.query[{index}].query"),
+                "must be a PromQL expression giving errors per second",
+            );
+        }
+        check.positive(&format!("metrics.query[{index}].interval"), query.interval);
+        check.positive(&format!("metrics.query[{index}].timeout"), query.timeout);
+    }
+
+    check.positive("deploys.poll_interval", config.deploys.poll_interval);
+    check.positive("gate.interval", config.gate.interval);
+
+    for (index, pattern) in config.detect.patterns.iter().enumerate() {
+        let key = format!("detect.patterns[{index}]");
+        match regex::Regex::new(pattern) {
+            Ok(regex) => {
+                let names: Vec<&str> = regex.capture_names().flatten().collect();
+                if !names.contains(&"table") && !names.contains(&"column") {
+                    check.problem(
+                        &key,
+                        "needs a named group (?P<table>…) or (?P<column>…) saying which object the error names",
+                    );
+                }
+            }
+            Err(err) => check.problem(&key, format!("is not a valid regex: {err}")),
+        }
     }
 
     let detect = &config.detect;
@@ -272,6 +357,9 @@ pub fn validate(config: &mut Config, base_dir: &Path, doc: &Document) -> Vec<Pro
     for (index, hook) in config.alerts.webhook.iter().enumerate() {
         check.http_url(&format!("alerts.webhook[{index}].url"), &hook.url);
     }
+    for (index, server) in config.alerts.alertmanager.iter().enumerate() {
+        check.http_url(&format!("alerts.alertmanager[{index}].url"), &server.url);
+    }
 
     let command = config.restore.rollback_command.clone();
     if command.trim().is_empty() {
@@ -282,6 +370,18 @@ pub fn validate(config: &mut Config, base_dir: &Path, doc: &Document) -> Vec<Pro
             );
         }
     } else {
+        if shlex::split(&command).is_none_or(|argv| argv.is_empty()) {
+            check.problem(
+                "restore.rollback_command",
+                "cannot be split into arguments (an unbalanced quote?); it runs without a shell, split the way a shell would",
+            );
+        }
+        if config.restore.rollback_timeout.0.is_zero() {
+            check.problem(
+                "restore.rollback_timeout",
+                "must be longer than 0s (\"10m\" is the default)",
+            );
+        }
         for placeholder in placeholders(&command) {
             if !ROLLBACK_PLACEHOLDERS.contains(&placeholder) {
                 check.problem(

@@ -93,6 +93,60 @@ macro_rules! pool_reads {
                     .collect::<Result<_, sqlx::Error>>()
                     .map_err($crate::db::DbError::query(what))
             }
+
+            async fn pool_text_rows(
+                &self,
+                sql: &str,
+                binds: &[String],
+                what: &str,
+            ) -> Result<Vec<Vec<Option<String>>>, $crate::db::DbError> {
+                use sqlx::Row;
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for bind in binds {
+                    query = query.bind(bind.clone());
+                }
+                let rows = query
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err($crate::db::DbError::query(what))?;
+                rows.iter()
+                    .map(|row| (0..row.len()).map(|i| row.try_get(i)).collect())
+                    .collect::<Result<_, sqlx::Error>>()
+                    .map_err($crate::db::DbError::query(what))
+            }
+
+            /// The rows of `django_migrations` after `after`, for
+            /// [`Adapter::django_migrations_after`](crate::db::Adapter::django_migrations_after).
+            async fn pool_migration_records(
+                &self,
+                after: i64,
+            ) -> Result<Vec<$crate::db::MigrationRecord>, $crate::db::DbError> {
+                use sqlx::Row;
+                let engine = $crate::db::Adapter::engine(self);
+                if !$crate::db::Adapter::table_exists(self, "django_migrations").await? {
+                    return Ok(Vec::new());
+                }
+                let what = "reading new rows of django_migrations";
+                let rows = sqlx::query(sqlx::AssertSqlSafe($crate::db::migrations_after_sql(
+                    engine,
+                )))
+                .bind(after)
+                .fetch_all(&self.pool)
+                .await
+                .map_err($crate::db::DbError::query(what))?;
+                rows.iter()
+                    .map(|row| {
+                        let applied: String = row.try_get(3)?;
+                        Ok($crate::db::MigrationRecord {
+                            id: row.try_get(0)?,
+                            app: row.try_get(1)?,
+                            name: row.try_get(2)?,
+                            applied: $crate::db::parse_applied(&applied),
+                        })
+                    })
+                    .collect::<Result<_, sqlx::Error>>()
+                    .map_err($crate::db::DbError::query(what))
+            }
         }
     };
     ($adapter:ty, kind = $kind:ident, engine = $engine:expr) => {
@@ -146,7 +200,7 @@ mod sqlite;
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
@@ -156,7 +210,14 @@ use crate::config::DatabaseUrl;
 use crate::vault::Value;
 
 /// How long to wait for a connection before reporting the database unreachable.
+/// A statement slower than this is logged by sqlx at debug level only: reading a
+/// whole table to preserve it is slow by design, not a problem to warn about.
+const SLOW_STATEMENT: std::time::Duration = std::time::Duration::from_secs(1);
+
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Appends one row, encoded for a bulk load, to a buffer.
+pub type RowEncoder = fn(&[Value], &mut Vec<u8>);
 
 /// The database engines dropguard speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
@@ -185,6 +246,15 @@ impl Engine {
         match self {
             Engine::Postgres => format!("${n}::{declared_type}"),
             Engine::Mysql | Engine::Sqlite => "?".to_string(),
+        }
+    }
+
+    /// How rows are encoded for [`Session::copy_in`]: PostgreSQL's COPY text
+    /// format; `None` for engines that load by INSERT.
+    pub fn bulk_encoder(self) -> Option<RowEncoder> {
+        match self {
+            Engine::Postgres => Some(postgres::copy_text_row),
+            Engine::Mysql | Engine::Sqlite => None,
         }
     }
 
@@ -313,12 +383,13 @@ impl Engine {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("cannot connect to {url}: {source}; check database.url and that the server is up")]
+    // The cause is in the message, not a `source`: sqlx's text already carries
+    // its own cause, and a chain would print it twice more.
+    #[error("cannot connect to {url}: {cause}; check database.url and that the server is up")]
     Connect {
         /// The URL with its password masked.
         url: String,
-        #[source]
-        source: sqlx::Error,
+        cause: sqlx::Error,
     },
     #[error("unsupported database URL {url}: use postgres://, mysql:// or sqlite://")]
     Scheme { url: String },
@@ -342,6 +413,28 @@ impl DbError {
     fn query(what: impl Into<String>) -> impl FnOnce(sqlx::Error) -> DbError {
         let what = what.into();
         move |source| DbError::Query { what, source }
+    }
+
+    /// The server's SQLSTATE for a query it refused (`42501`, `42P01`, …).
+    pub fn sqlstate(&self) -> Option<String> {
+        match self {
+            DbError::Query {
+                source: sqlx::Error::Database(err),
+                ..
+            } => err.code().map(|code| code.into_owned()),
+            _ => None,
+        }
+    }
+
+    /// The server's own message for a query it refused, without dropguard's context.
+    pub fn server_message(&self) -> Option<String> {
+        match self {
+            DbError::Query {
+                source: sqlx::Error::Database(err),
+                ..
+            } => Some(err.message().to_string()),
+            _ => None,
+        }
     }
 }
 
@@ -415,12 +508,28 @@ impl TableInfo {
     }
 }
 
-/// `SELECT <exprs> FROM <table> ORDER BY <key>`, the query behind every row stream.
+/// The alias under which dropguard's own reads of an application table name it
+/// (`FROM "t" AS dropguard_own WHERE TRUE …`), so that the usage gate can tell
+/// them from the application's in the database's statement statistics.
+///
+/// Both parts matter: MySQL/MariaDB digests keep identifiers but drop comments,
+/// so the alias shows in the text; PostgreSQL's `pg_stat_statements` ignores
+/// aliases and comments when it groups statements, so the constant `TRUE` gives
+/// the statement a shape of its own: otherwise dropguard's `COUNT(*)` would share
+/// one entry (and one text) with a Django `.count()` of the same table.
+pub const OWN_READ: &str = "dropguard_own";
+
+/// `FROM <table> AS dropguard_own WHERE TRUE`: see [`OWN_READ`].
+fn own_from(engine: Engine, table: &str) -> String {
+    format!("FROM {} AS {OWN_READ} WHERE TRUE", engine.quote(table))
+}
+
+/// `SELECT <exprs> FROM <table> … ORDER BY <key>`, the query behind every row stream.
 pub(crate) fn select_sql(engine: Engine, table: &TableInfo, exprs: &[String]) -> String {
     format!(
-        "SELECT {} FROM {} ORDER BY {}",
+        "SELECT {} {} ORDER BY {}",
         exprs.join(", "),
-        engine.quote(&table.name),
+        own_from(engine, &table.name),
         table.order_by(engine)
     )
 }
@@ -435,6 +544,57 @@ pub type RowStream<'a> = BoxStream<'a, Result<Vec<Value>, DbError>>;
 
 /// A migration recorded as applied: (app, name).
 pub type Applied = BTreeSet<(String, String)>;
+
+/// One row of `django_migrations`: Django writes one per migration it applies
+/// (and deletes it when the migration is unapplied).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationRecord {
+    /// The row's primary key: increasing in the order rows were written, so the
+    /// highest one seen is where the next read starts.
+    pub id: i64,
+    pub app: String,
+    pub name: String,
+    /// The `applied` column, read as UTC: Django stores UTC when `USE_TZ = True`
+    /// (its default); a project with `USE_TZ = False` on MySQL or SQLite stores
+    /// local time, which is then off by the server's offset. `None` when the
+    /// stored text is not a time (never written so by Django).
+    pub applied: Option<SystemTime>,
+}
+
+/// `SELECT` of the rows of `django_migrations` after a bound id, in id order:
+/// the id as a 64-bit integer, `app`, `name`, and `applied` as UTC text
+/// `YYYY-MM-DD HH:MM:SS[.ffffff]` whatever the column type (timestamptz on
+/// PostgreSQL, datetime(6) on MySQL, text on SQLite).
+pub(crate) fn migrations_after_sql(engine: Engine) -> &'static str {
+    match engine {
+        Engine::Postgres => {
+            "SELECT CAST(id AS BIGINT), app::text, name::text, \
+                    to_char(applied AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') \
+             FROM django_migrations WHERE id > $1::bigint ORDER BY id"
+        }
+        Engine::Mysql => {
+            "SELECT CAST(id AS SIGNED), app, name, CAST(applied AS CHAR) \
+             FROM django_migrations WHERE id > ? ORDER BY id"
+        }
+        Engine::Sqlite => {
+            "SELECT id, app, name, CAST(applied AS TEXT) \
+             FROM django_migrations WHERE id > ? ORDER BY id"
+        }
+    }
+}
+
+/// The text of an `applied` value (see [`migrations_after_sql`]) as a time.
+pub(crate) fn parse_applied(text: &str) -> Option<SystemTime> {
+    let text = text.trim();
+    // SQLite keeps what Django wrote: `T` or space, an offset on some versions.
+    if let Ok(time) = chrono::DateTime::parse_from_rfc3339(&text.replacen(' ', "T", 1)) {
+        return Some(time.with_timezone(&chrono::Utc).into());
+    }
+    ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+        .iter()
+        .find_map(|format| chrono::NaiveDateTime::parse_from_str(text, format).ok())
+        .map(|time| time.and_utc().into())
+}
 
 /// What dropguard needs from the application's database.
 #[async_trait]
@@ -457,7 +617,7 @@ pub trait Adapter: Send + Sync {
 
     /// Rows of `table`.
     async fn count_rows(&self, table: &str) -> Result<u64, DbError> {
-        let sql = format!("SELECT COUNT(*) FROM {}", self.engine().quote(table));
+        let sql = format!("SELECT COUNT(*) {}", own_from(self.engine(), table));
         self.count(&sql, &format!("counting the rows of {table}"))
             .await
     }
@@ -472,8 +632,8 @@ pub trait Adapter: Send + Sync {
             .collect::<Vec<_>>()
             .join(" OR ");
         let sql = format!(
-            "SELECT COUNT(*) FROM {} WHERE {condition}",
-            engine.quote(table)
+            "SELECT COUNT(*) {} AND ({condition})",
+            own_from(engine, table)
         );
         let what = format!("counting the values of {table}.{}", columns.join(","));
         self.count(&sql, &what).await
@@ -485,6 +645,16 @@ pub trait Adapter: Send + Sync {
     /// Runs a query returning rows of two text columns. `sql` is built from quoted
     /// identifiers only.
     async fn string_pairs(&self, sql: &str, what: &str) -> Result<Vec<(String, String)>, DbError>;
+
+    /// Runs a query whose every column is text (cast in the SQL), binding
+    /// `binds` as text in order; NULL is `None`. `sql` is built from quoted
+    /// identifiers and placeholders only.
+    async fn text_rows(
+        &self,
+        sql: &str,
+        binds: &[String],
+        what: &str,
+    ) -> Result<Vec<Vec<Option<String>>>, DbError>;
 
     /// The rows of `django_migrations`; an empty set when the table does not exist
     /// (nothing is applied yet).
@@ -500,6 +670,30 @@ pub trait Adapter: Send + Sync {
             .await?;
         Ok(pairs.into_iter().collect())
     }
+
+    /// The highest id in `django_migrations`; 0 when it is empty or does not
+    /// exist yet (a database before its first `migrate`: nothing applied). One
+    /// lookup of the primary key's index.
+    async fn django_migrations_max_id(&self) -> Result<i64, DbError> {
+        if !self.table_exists("django_migrations").await? {
+            return Ok(0);
+        }
+        let sql = match self.engine() {
+            Engine::Postgres => {
+                "SELECT CAST(COALESCE(MAX(id), 0) AS BIGINT) FROM django_migrations"
+            }
+            Engine::Mysql => "SELECT CAST(COALESCE(MAX(id), 0) AS SIGNED) FROM django_migrations",
+            Engine::Sqlite => "SELECT COALESCE(MAX(id), 0) FROM django_migrations",
+        };
+        let max = self
+            .count(sql, "reading the last id of django_migrations")
+            .await?;
+        Ok(i64::try_from(max).unwrap_or(i64::MAX))
+    }
+
+    /// The rows of `django_migrations` with `id > after`, in id order (a range
+    /// scan of the primary key); empty when the table does not exist yet.
+    async fn django_migrations_after(&self, after: i64) -> Result<Vec<MigrationRecord>, DbError>;
 
     /// Takes the advisory lock `name`, shared by every dropguard on this database
     /// (PostgreSQL `pg_advisory_lock`, MySQL `GET_LOCK`, a file lock beside a
@@ -553,13 +747,15 @@ pub trait Session: Send {
     /// Runs a query returning one integer.
     async fn count(&mut self, sql: &str, what: &str) -> Result<u64, DbError>;
 
-    /// Bulk-loads `rows` into `table` by the engine's fastest path (PostgreSQL
-    /// COPY); `false` when the engine has none and multi-row INSERTs must do.
+    /// Bulk-loads into `table` by the engine's fastest path: one COPY fed with
+    /// the chunks `chunks` yields, rows already encoded by the engine's
+    /// [`Engine::bulk_encoder`] off the async thread. `false` when the engine has
+    /// no such path and multi-row INSERTs must do.
     async fn copy_in(
         &mut self,
         _table: &str,
         _columns: &[String],
-        _rows: &[Vec<Value>],
+        _chunks: &mut tokio::sync::mpsc::Receiver<Vec<u8>>,
     ) -> Result<bool, DbError> {
         Ok(false)
     }
@@ -570,9 +766,9 @@ pub trait Session: Send {
 /// Connects to the database `url` names.
 pub async fn connect(url: &DatabaseUrl) -> Result<Box<dyn Adapter>, DbError> {
     let text = url.expose();
-    let fail = |source| DbError::Connect {
+    let fail = |cause| DbError::Connect {
         url: url.masked(),
-        source,
+        cause,
     };
     match Engine::from_url(text) {
         Some(Engine::Postgres) => Ok(Box::new(
@@ -597,6 +793,24 @@ mod tests {
         );
         assert_eq!(Engine::Mysql.quote("we`ird"), "`we``ird`");
         assert_eq!(Engine::Sqlite.quote("a\"b"), "\"a\"\"b\"");
+    }
+
+    #[test]
+    fn applied_times_are_read_as_utc_in_the_forms_engines_give() {
+        let at = |secs: u64, micros: u64| {
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros))
+        };
+        // 2026-11-25T16:22:38Z
+        for (text, expected) in [
+            ("2026-11-25 16:22:38.250000", at(1_795_623_758, 250_000)),
+            ("2026-11-25 16:22:38", at(1_795_623_758, 0)),
+            ("2026-11-25T16:22:38.000001", at(1_795_623_758, 1)),
+            ("2026-11-25 17:22:38.5+01:00", at(1_795_623_758, 500_000)),
+        ] {
+            assert_eq!(parse_applied(text), expected, "{text}");
+        }
+        assert_eq!(parse_applied("yesterday"), None);
+        assert_eq!(parse_applied(""), None);
     }
 
     #[test]

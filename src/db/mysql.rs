@@ -3,12 +3,12 @@
 
 use async_trait::async_trait;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
-use sqlx::{Connection, Row};
+use sqlx::{ConnectOptions, Connection, Row};
 use std::str::FromStr;
 
 use super::{
     Adapter, CONNECT_TIMEOUT, ColumnInfo, DbError, Engine, ForeignKey, LOCK_WAIT, LockGuard,
-    RowStream, Session, TableInfo, lock_key_hex,
+    MigrationRecord, RowStream, Session, TableInfo, lock_key_hex,
 };
 use crate::vault::Value;
 use sqlx::mysql::MySqlRow;
@@ -24,7 +24,8 @@ impl Mysql {
             Some(rest) => format!("mysql:{rest}"),
             None => url.to_string(),
         };
-        let options = MySqlConnectOptions::from_str(&url)?;
+        let options = MySqlConnectOptions::from_str(&url)?
+            .log_slow_statements(log::LevelFilter::Debug, super::SLOW_STATEMENT);
         // One direct connection first: a refused or misconfigured server fails at
         // once with its own error, instead of after the pool's retries time out.
         sqlx::MySqlConnection::connect_with(&options)
@@ -159,6 +160,19 @@ impl Adapter for Mysql {
 
     async fn string_pairs(&self, sql: &str, what: &str) -> Result<Vec<(String, String)>, DbError> {
         self.pool_pairs(sql, what).await
+    }
+
+    async fn text_rows(
+        &self,
+        sql: &str,
+        binds: &[String],
+        what: &str,
+    ) -> Result<Vec<Vec<Option<String>>>, DbError> {
+        self.pool_text_rows(sql, binds, what).await
+    }
+
+    async fn django_migrations_after(&self, after: i64) -> Result<Vec<MigrationRecord>, DbError> {
+        self.pool_migration_records(after).await
     }
 
     async fn lock(&self, name: &str) -> Result<Box<dyn LockGuard>, DbError> {

@@ -3,12 +3,12 @@
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{AssertSqlSafe, Connection, Row};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row};
 use std::str::FromStr;
 
 use super::{
     Adapter, CONNECT_TIMEOUT, ColumnInfo, DbError, Engine, ForeignKey, LOCK_WAIT, LockGuard,
-    RowStream, Session, TableInfo, lock_key,
+    MigrationRecord, RowStream, Session, TableInfo, lock_key,
 };
 use crate::vault::Value;
 use sqlx::postgres::PgRow;
@@ -21,12 +21,14 @@ impl Postgres {
     pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
         // Pinned session settings: the text of dates, times and intervals that the
         // vault keeps must not depend on the server's defaults.
-        let options = PgConnectOptions::from_str(url)?.options([
-            ("TimeZone", "UTC"),
-            ("DateStyle", "ISO, MDY"),
-            ("IntervalStyle", "postgres"),
-            ("extra_float_digits", "3"),
-        ]);
+        let options = PgConnectOptions::from_str(url)?
+            .options([
+                ("TimeZone", "UTC"),
+                ("DateStyle", "ISO, MDY"),
+                ("IntervalStyle", "postgres"),
+                ("extra_float_digits", "3"),
+            ])
+            .log_slow_statements(log::LevelFilter::Debug, super::SLOW_STATEMENT);
         // One direct connection first: a refused or misconfigured server fails at
         // once with its own error, instead of after the pool's retries time out.
         sqlx::PgConnection::connect_with(&options)
@@ -152,6 +154,19 @@ impl Adapter for Postgres {
 
     async fn string_pairs(&self, sql: &str, what: &str) -> Result<Vec<(String, String)>, DbError> {
         self.pool_pairs(sql, what).await
+    }
+
+    async fn text_rows(
+        &self,
+        sql: &str,
+        binds: &[String],
+        what: &str,
+    ) -> Result<Vec<Vec<Option<String>>>, DbError> {
+        self.pool_text_rows(sql, binds, what).await
+    }
+
+    async fn django_migrations_after(&self, after: i64) -> Result<Vec<MigrationRecord>, DbError> {
+        self.pool_migration_records(after).await
     }
 
     async fn lock(&self, name: &str) -> Result<Box<dyn LockGuard>, DbError> {
@@ -302,7 +317,7 @@ session!(
             &mut self,
             table: &str,
             columns: &[String],
-            rows: &[Vec<Value>],
+            chunks: &mut tokio::sync::mpsc::Receiver<Vec<u8>>,
         ) -> Result<bool, DbError> {
             let what = format!("copying rows into {table}");
             let quoted: Vec<String> = columns.iter().map(|c| Engine::Postgres.quote(c)).collect();
@@ -311,30 +326,33 @@ session!(
                 Engine::Postgres.quote(table),
                 quoted.join(", ")
             );
-            let mut data = Vec::with_capacity(rows.len() * 64);
-            for row in rows {
-                for (i, value) in row.iter().enumerate() {
-                    if i > 0 {
-                        data.push(b'\t');
-                    }
-                    copy_text(value, &mut data);
-                }
-                data.push(b'\n');
-            }
             let mut copy = self
                 .tx
                 .copy_in_raw(&statement)
                 .await
                 .map_err(DbError::query(what.clone()))?;
-            if let Err(err) = copy.send(data).await {
-                let _ = copy.abort("sending failed").await;
-                return Err(DbError::query(what)(err));
+            while let Some(chunk) = chunks.recv().await {
+                if let Err(err) = copy.send(chunk).await {
+                    let _ = copy.abort("sending failed").await;
+                    return Err(DbError::query(what)(err));
+                }
             }
             copy.finish().await.map_err(DbError::query(what))?;
             Ok(true)
         }
     }
 );
+
+/// One row in COPY's text format: tab-separated values, newline-terminated.
+pub(super) fn copy_text_row(row: &[Value], out: &mut Vec<u8>) {
+    for (i, value) in row.iter().enumerate() {
+        if i > 0 {
+            out.push(b'\t');
+        }
+        copy_text(value, out);
+    }
+    out.push(b'\n');
+}
 
 /// One value in COPY's text format: `\N` for NULL, backslash escapes for the
 /// delimiter, line breaks and the backslash itself; the column type's input
@@ -363,9 +381,10 @@ fn copy_text(value: &Value, out: &mut Vec<u8>) {
         // Rust prints the shortest text that parses back to the same bits.
         Value::Float(v) => out.extend_from_slice(format!("{v:?}").as_bytes()),
         Value::Bytes(bytes) => {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
             out.extend_from_slice(b"\\\\x");
             for b in bytes {
-                out.extend_from_slice(format!("{b:02x}").as_bytes());
+                out.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
             }
         }
         other => escaped(other.text().unwrap_or_default(), out),

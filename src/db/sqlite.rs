@@ -7,11 +7,11 @@ use std::str::FromStr;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::{AssertSqlSafe, ConnectOptions, Row};
 
 use super::{
     Adapter, CONNECT_TIMEOUT, ColumnInfo, DbError, Engine, ForeignKey, LOCK_WAIT, LockGuard,
-    RowStream, Session, TableInfo, failed_stream, lock_key_hex, select_sql,
+    MigrationRecord, RowStream, Session, TableInfo, failed_stream, lock_key_hex, select_sql,
 };
 use crate::vault::Value;
 use futures_util::StreamExt;
@@ -26,7 +26,9 @@ pub struct Sqlite {
 
 impl Sqlite {
     pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
-        let options = SqliteConnectOptions::from_str(url)?.create_if_missing(false);
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(false)
+            .log_slow_statements(log::LevelFilter::Debug, super::SLOW_STATEMENT);
         let path = options.get_filename().to_path_buf();
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
@@ -171,6 +173,19 @@ impl Adapter for Sqlite {
 
     async fn string_pairs(&self, sql: &str, what: &str) -> Result<Vec<(String, String)>, DbError> {
         self.pool_pairs(sql, what).await
+    }
+
+    async fn text_rows(
+        &self,
+        sql: &str,
+        binds: &[String],
+        what: &str,
+    ) -> Result<Vec<Vec<Option<String>>>, DbError> {
+        self.pool_text_rows(sql, binds, what).await
+    }
+
+    async fn django_migrations_after(&self, after: i64) -> Result<Vec<MigrationRecord>, DbError> {
+        self.pool_migration_records(after).await
     }
 
     async fn lock(&self, name: &str) -> Result<Box<dyn LockGuard>, DbError> {

@@ -5,6 +5,9 @@
 //! Pure: no database access, no printing, no async.
 
 mod django;
+
+/// Directories never searched for migrations (virtualenvs, VCS, caches).
+pub(crate) use django::skip_dir as is_skipped_dir;
 mod names;
 pub mod sql;
 
@@ -187,6 +190,17 @@ fn join<T: fmt::Display>(items: &[T], sep: &str) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(sep)
+}
+
+/// Parses one Django migration file's bytes and replays its operations on an
+/// empty project state. Only for the fuzz targets (`fuzz/`): the real entry point
+/// is [`analyse_django`], which needs a project on disk.
+#[doc(hidden)]
+pub fn fuzz_django_file(
+    bytes: &[u8],
+    opts: &Options,
+) -> Result<(Vec<Operation>, Vec<Problem>), Problem> {
+    django::analyse_file(bytes, opts)
 }
 
 /// Analyses every Django migration under `project_dir`.

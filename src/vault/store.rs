@@ -51,6 +51,26 @@ pub struct SnapshotEntry {
     pub problem: Option<String>,
 }
 
+impl SnapshotEntry {
+    /// The entry as `dropguard snapshots list --json` and `GET /api/v1/snapshots`
+    /// show it: `id`, `migration`, `created_at`, `complete`, `problem` and
+    /// `objects` with `table`, `columns`, `rows`.
+    pub fn listing(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id.to_string(),
+            "migration": self.migration,
+            "created_at": humantime::format_rfc3339_seconds(self.created_at).to_string(),
+            "complete": self.complete,
+            "problem": self.problem,
+            "objects": self.objects.iter().map(|o| serde_json::json!({
+                "table": o.table,
+                "columns": o.columns,
+                "rows": o.rows,
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
 /// The listing's view of one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectOverview {

@@ -3,27 +3,16 @@
 use crate::harness::{Workspace, stderr, stdout};
 
 #[test]
-fn commands_of_later_releases_say_not_implemented_and_exit_2() {
+fn replay_of_a_missing_file_names_it() {
     let ws = Workspace::new();
     ws.sqlite_config("");
-    let commands: [&[&str]; 6] = [
-        &["gate"],
-        &["replay", "app.log"],
-        &["incidents", "list"],
-        &["incidents", "approve", "x"],
-        &["incidents", "dismiss", "x"],
-        &["demo"],
-    ];
-    for args in commands {
-        let output = ws.run(args);
-        assert_eq!(output.status.code(), Some(2), "{args:?}");
-        assert!(
-            stderr(&output).contains("not implemented yet"),
-            "{args:?}: {}",
-            stderr(&output)
-        );
-        assert!(stdout(&output).is_empty(), "{args:?} printed output");
-    }
+    let output = ws.run(&["replay", "missing.log"]);
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(
+        err.contains("replaying missing.log: opening the file"),
+        "{err}"
+    );
 }
 
 #[test]

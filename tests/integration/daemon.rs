@@ -82,3 +82,85 @@ fn stops_on_sigterm_even_with_an_idle_client_connected() {
         stopped.took
     );
 }
+
+#[test]
+fn the_daemon_tails_configured_log_files_and_counts_their_events() {
+    let ws = Workspace::new();
+    let logs = ws.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    std::fs::write(
+        logs.join("web.log"),
+        "before start: skipped (read_from = end)\n",
+    )
+    .unwrap();
+    let glob = logs.join("*.log").display().to_string();
+    let config = ws.sqlite_config(&format!(
+        "[[logs.file]]\npath = \"{glob}\"\npoll_interval = \"100ms\"\nmultiline = \"none\"\n\
+         [server]\nlisten = \"127.0.0.1:0\"\ngrace_period = \"3s\"\n"
+    ));
+    let daemon = Daemon::start(&config);
+    daemon.wait_ready();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(logs.join("web.log"))
+        .unwrap();
+    use std::io::Write;
+    writeln!(file, "one\ntwo\nthree").unwrap();
+    let wanted = format!("dropguard_source_events_total{{source=\"{glob}\"}} 3");
+    let started = std::time::Instant::now();
+    loop {
+        let (_, body) = daemon.get("/metrics");
+        if body.contains(&wanted) {
+            assert!(
+                body.contains(&format!("dropguard_source_files{{source=\"{glob}\"}} 1")),
+                "{body}"
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no {wanted} in:\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stopped = daemon.terminate(Duration::from_secs(5));
+    assert!(stopped.status.success(), "{:?}", stopped.logs);
+    let checkpoints: Vec<_> = std::fs::read_dir(ws.path().join("state/checkpoints"))
+        .unwrap()
+        .collect();
+    assert_eq!(checkpoints.len(), 1, "a checkpoint file for the glob");
+}
+
+#[test]
+fn a_damaged_checkpoint_file_keeps_its_source_not_ready_and_says_why() {
+    let ws = Workspace::new();
+    let glob = ws.path().join("logs/*.log").display().to_string();
+    let checkpoints = dropguard::sources::file::checkpoint_path(&ws.path().join("state"), &glob);
+    std::fs::create_dir_all(checkpoints.parent().unwrap()).unwrap();
+    std::fs::write(&checkpoints, "{ damaged").unwrap();
+    let config = ws.sqlite_config(&format!(
+        "[[logs.file]]\npath = \"{glob}\"\n[server]\nlisten = \"127.0.0.1:0\"\ngrace_period = \"3s\"\n"
+    ));
+    let daemon = Daemon::start(&config);
+    let started = std::time::Instant::now();
+    let body = loop {
+        let (status, body) = daemon.get("/readyz");
+        if status == 503 && body.contains("move it away") {
+            break body;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "readiness never named the damaged checkpoint file: {status} {body}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(body.contains("logs.file"), "{body}");
+    assert_eq!(
+        std::fs::read_to_string(&checkpoints).unwrap(),
+        "{ damaged",
+        "the file is left for the operator to look at"
+    );
+    let stopped = daemon.terminate(Duration::from_secs(5));
+    assert!(stopped.status.success(), "{:?}", stopped.logs);
+}

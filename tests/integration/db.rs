@@ -281,3 +281,107 @@ async fn streams_rows_in_key_order_with_exact_values_on_every_engine() {
         adapter.close().await;
     }
 }
+
+/// The deploy watcher's two reads: the last id of `django_migrations` and the rows
+/// after an id, on a table Django itself created and filled, plus one row of a
+/// known `applied` time to check it is read as UTC to the microsecond.
+#[test]
+fn django_migrations_are_read_after_an_id_on_every_engine() {
+    use std::time::{Duration, SystemTime};
+
+    use crate::django_support::django;
+    use crate::harness::block_on;
+
+    for kind in ENGINES {
+        let test_db = TestDb::create(kind, "miglog");
+        // Before the first migrate there is no table: nothing applied, no error.
+        block_on(async {
+            // The SQLite file must exist for the adapter to open it.
+            execute(
+                &test_db,
+                &["CREATE TABLE unrelated (id INTEGER)".to_string()],
+            )
+            .await;
+            let adapter = db::connect(&DatabaseUrl::new(test_db.url.clone()))
+                .await
+                .unwrap();
+            assert_eq!(
+                adapter.django_migrations_max_id().await.unwrap(),
+                0,
+                "{kind:?}"
+            );
+            assert!(
+                adapter.django_migrations_after(0).await.unwrap().is_empty(),
+                "{kind:?}"
+            );
+            adapter.close().await;
+        });
+
+        let before = SystemTime::now() - Duration::from_secs(5);
+        django(
+            &test_db.url,
+            &["manage.py", "migrate", "contenttypes", "-v0"],
+        );
+        let after = SystemTime::now() + Duration::from_secs(5);
+        let known = match kind {
+            EngineKind::Postgres => "2026-11-25 17:22:38.250001+01",
+            EngineKind::Mysql | EngineKind::Sqlite => "2026-11-25 16:22:38.250001",
+        };
+        block_on(async {
+            execute(
+                &test_db,
+                &[format!(
+                    "INSERT INTO django_migrations (app, name, applied) VALUES ('zz', 'known', '{known}')"
+                )],
+            )
+            .await;
+            let adapter = db::connect(&DatabaseUrl::new(test_db.url.clone()))
+                .await
+                .unwrap();
+            let max = adapter.django_migrations_max_id().await.unwrap();
+            let all = adapter.django_migrations_after(0).await.unwrap();
+            let names: Vec<String> = all
+                .iter()
+                .map(|r| format!("{}.{}", r.app, r.name))
+                .collect();
+            assert_eq!(
+                names,
+                [
+                    "contenttypes.0001_initial",
+                    "contenttypes.0002_remove_content_type_name",
+                    "zz.known"
+                ],
+                "{kind:?}"
+            );
+            assert!(
+                all.windows(2).all(|w| w[0].id < w[1].id),
+                "{kind:?}: {all:?}"
+            );
+            assert_eq!(all.last().map(|r| r.id), Some(max), "{kind:?}");
+            for record in &all[..2] {
+                let applied = record.applied.expect("applied is read");
+                assert!(
+                    before <= applied && applied <= after,
+                    "{kind:?}: {record:?} not applied between {before:?} and {after:?}"
+                );
+            }
+            // 2026-11-25T16:22:38.250001Z
+            let exact = SystemTime::UNIX_EPOCH
+                + Duration::from_secs(1_795_623_758)
+                + Duration::from_micros(250_001);
+            assert_eq!(all[2].applied, Some(exact), "{kind:?}");
+
+            let rest = adapter.django_migrations_after(all[0].id).await.unwrap();
+            assert_eq!(rest, all[1..], "{kind:?}");
+            assert!(
+                adapter
+                    .django_migrations_after(max)
+                    .await
+                    .unwrap()
+                    .is_empty(),
+                "{kind:?}"
+            );
+            adapter.close().await;
+        });
+    }
+}

@@ -59,9 +59,14 @@ pub fn django_project() -> PathBuf {
 /// Runs `python <script> ARGS` in the fixture project against `database_url`;
 /// panics with its output when it fails.
 pub fn django(database_url: &str, args: &[&str]) -> String {
+    django_at(&django_project(), database_url, args)
+}
+
+/// [`django`] in another copy of the project (see [`copy_project`]).
+pub fn django_at(project: &Path, database_url: &str, args: &[&str]) -> String {
     let output = Command::new(python())
         .args(args)
-        .current_dir(django_project())
+        .current_dir(project)
         .env("DROPGUARD_TEST_DATABASE_URL", database_url)
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .output()
@@ -88,4 +93,27 @@ pub fn sqlite_exec(path: &Path, sql: &str) {
             .await
             .unwrap_or_else(|err| panic!("{sql}: {err}"));
     });
+}
+
+/// Copies the fixture project to `to` (created), without bytecode or databases,
+/// for tests that add or remove migration files.
+pub fn copy_project(to: &Path) {
+    let from = django_project();
+    for entry in walkdir::WalkDir::new(&from)
+        .into_iter()
+        .filter_entry(|e| e.file_name() != "__pycache__")
+    {
+        let entry = entry.expect("walking the fixture project");
+        let relative = entry.path().strip_prefix(&from).expect("below the project");
+        let target = to.join(relative);
+        let name = entry.file_name().to_string_lossy();
+        if entry.file_type().is_dir() {
+            std::fs::create_dir_all(&target).expect("creating a directory of the copy");
+        } else if !(name.ends_with(".pyc")
+            || name.ends_with(".db")
+            || name.starts_with("db.sqlite3"))
+        {
+            std::fs::copy(entry.path(), &target).expect("copying a file of the fixture project");
+        }
+    }
 }

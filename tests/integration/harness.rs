@@ -48,6 +48,15 @@ impl Workspace {
     }
 }
 
+/// A loopback port free at the time of asking: for configurations the CLI must
+/// find the daemon by (`server.listen`).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("binding a loopback port")
+        .port()
+}
+
 pub fn run_with_env(args: &[&str], config: &Path, env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(BIN);
     command
@@ -137,6 +146,39 @@ impl Daemon {
         (status, body)
     }
 
+    /// Any request, with headers and a body; the body is sent with a length.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Reply {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        let mut request = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.addr));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(body).expect("a valid request");
+        let mut response = agent
+            .run(request)
+            .unwrap_or_else(|err| panic!("{method} {path}: {err}"));
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.body_mut().read_to_string().expect("reading body");
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
     /// Polls `/readyz` until it answers 200.
     pub fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -148,6 +190,7 @@ impl Daemon {
 
     /// Sends SIGTERM and waits for the exit.
     pub fn terminate(mut self, limit: Duration) -> Stopped {
+        self.wait_until_sigterm_is_caught();
         let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits");
         // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped).
         let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
@@ -166,6 +209,56 @@ impl Daemon {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The daemon installs its SIGTERM handler a moment after it turns ready; a
+    /// SIGTERM sent in between kills it outright (seen when many tests run at
+    /// once). Waits, through /proc, until SIGTERM is among its caught signals.
+    fn wait_until_sigterm_is_caught(&self) {
+        let status = format!("/proc/{}/status", self.child.id());
+        let sigterm_bit = 1u64 << (libc::SIGTERM - 1);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let Ok(text) = std::fs::read_to_string(&status) else {
+                return; // No /proc here, or the daemon already ended: nothing to wait for.
+            };
+            let caught = text
+                .lines()
+                .find_map(|line| line.strip_prefix("SigCgt:"))
+                .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+                .unwrap_or(0);
+            if caught & sigterm_bit != 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not install its SIGTERM handler within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// A response to [`Daemon::request`].
+pub struct Reply {
+    pub status: u16,
+    pub headers: ureq::http::HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    /// The body as JSON (every answer of the daemon is).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|err| panic!("{} is not JSON ({err}): {}", self.status, self.body))
+    }
+
+    /// The `error` message of a JSON error.
+    pub fn error(&self) -> String {
+        self.json()["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error message in {}: {}", self.status, self.body))
+            .to_string()
     }
 }
 
@@ -315,5 +408,53 @@ impl Drop for TestDb {
         };
         // Never panic in drop: a leftover scratch database is only clutter.
         let _ = std::panic::catch_unwind(|| admin(self.kind, &sql));
+    }
+}
+
+/// Runs `sql` on the database at `url`; the rows of the last statement, as text.
+pub async fn exec(kind: EngineKind, url: &str, sql: &str) -> Vec<Vec<String>> {
+    use sqlx::{AssertSqlSafe, Connection, Row};
+    fn texts<R: Row>(rows: Vec<R>) -> Vec<Vec<String>>
+    where
+        for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        usize: sqlx::ColumnIndex<R>,
+    {
+        rows.iter()
+            .map(|row| (0..row.len()).map(|i| row.get::<String, _>(i)).collect())
+            .collect()
+    }
+    match kind {
+        EngineKind::Sqlite => {
+            let options = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(url.strip_prefix("sqlite://").unwrap())
+                .create_if_missing(true);
+            let mut conn = sqlx::sqlite::SqliteConnection::connect_with(&options)
+                .await
+                .unwrap();
+            texts(
+                sqlx::raw_sql(AssertSqlSafe(sql))
+                    .fetch_all(&mut conn)
+                    .await
+                    .unwrap(),
+            )
+        }
+        EngineKind::Postgres => {
+            let mut conn = sqlx::postgres::PgConnection::connect(url).await.unwrap();
+            texts(
+                sqlx::raw_sql(AssertSqlSafe(sql))
+                    .fetch_all(&mut conn)
+                    .await
+                    .unwrap(),
+            )
+        }
+        EngineKind::Mysql => {
+            let mut conn = sqlx::mysql::MySqlConnection::connect(url).await.unwrap();
+            texts(
+                sqlx::raw_sql(AssertSqlSafe(sql))
+                    .fetch_all(&mut conn)
+                    .await
+                    .unwrap(),
+            )
+        }
     }
 }

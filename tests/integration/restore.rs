@@ -8,7 +8,7 @@ use crate::django_support::{django, django_project};
 use crate::harness::{ENGINES, TestDb, Workspace, stderr, stdout};
 
 /// Migrates part of the way, leaving the release's destructive migrations pending.
-const BEFORE_RELEASE: [[&str; 2]; 4] = [
+pub const BEFORE_RELEASE: [[&str; 2]; 4] = [
     ["catalog", "0010"],
     ["orders", "0003"],
     ["legacy", "0003"],
@@ -16,7 +16,7 @@ const BEFORE_RELEASE: [[&str; 2]; 4] = [
 ];
 
 /// What the release destroys, as `dump.py` specs (table, or table:columns).
-const AT_RISK: [&str; 9] = [
+pub const AT_RISK: [&str; 9] = [
     "accounts_user:display_nick",
     "catalog_product_tags",
     "catalog_product:weight_grams",
@@ -42,9 +42,15 @@ fn json_of(ws: &Workspace, args: &[&str]) -> Value {
 }
 
 fn dump(url: &str) -> Value {
+    dump_at(&django_project(), url, &AT_RISK)
+}
+
+/// `dump.py` of `specs` (table, or table:columns) in the project at `project`.
+pub fn dump_at(project: &std::path::Path, url: &str, specs: &[&str]) -> Value {
     let mut args = vec!["dump.py"];
-    args.extend(AT_RISK);
-    serde_json::from_str(&django(url, &args)).expect("dump.py JSON")
+    args.extend(specs);
+    serde_json::from_str(&crate::django_support::django_at(project, url, &args))
+        .expect("dump.py JSON")
 }
 
 fn migrate_to(url: &str, targets: &[[&str; 2]]) {

@@ -120,7 +120,8 @@ pub(crate) fn discover(project_dir: &Path) -> Result<Discovered, Error> {
     Ok(out)
 }
 
-fn skip_dir(name: &str) -> bool {
+/// A directory that never holds project apps: hidden ones and [`SKIP_DIRS`].
+pub(crate) fn skip_dir(name: &str) -> bool {
     name.starts_with('.') || SKIP_DIRS.contains(&name)
 }
 

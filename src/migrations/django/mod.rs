@@ -2,6 +2,8 @@
 //! state replay, producing the public `Analysis`.
 
 mod discover;
+
+pub(crate) use discover::skip_dir;
 mod graph;
 mod reader;
 mod state;
@@ -87,6 +89,19 @@ pub(crate) fn analyse(
         migrations: plans,
         problems,
     })
+}
+
+/// One migration file's bytes through the same steps `analyse` takes for a file
+/// (parse, then replay on an empty project state), without the file system: the
+/// entry point of the fuzz target.
+pub(crate) fn analyse_file(
+    bytes: &[u8],
+    opts: &Options,
+) -> Result<(Vec<super::Operation>, Vec<Problem>), Problem> {
+    let path = Path::new("fuzz/0001_input.py");
+    let m = reader::parse_migration(bytes, path, "fuzz", "0001_input", &opts.auth_user_model)?;
+    let id = MigrationId::new(m.app.clone(), m.name.clone());
+    Ok(state::Replayer::new(opts.engine).apply(&m, &id))
 }
 
 /// Reads every file, spread over the available cores: parsing dominates the

@@ -1,0 +1,4 @@
+--
+-- Remove field nickname from user
+--
+ALTER TABLE `accounts_user` DROP COLUMN `display_nick`;

@@ -1,0 +1,6 @@
+BEGIN;
+--
+-- Remove field nickname from user
+--
+ALTER TABLE "accounts_user" DROP COLUMN "display_nick";
+COMMIT;

@@ -1,0 +1,52 @@
+//! One record's bytes (a line, a joined event, a Kafka payload) made into a
+//! `Record` as text or JSON, then the masked sample an alert carries.
+#![no_main]
+
+use std::sync::LazyLock;
+
+use dropguard::config::{JsonFields, LogFormat};
+use dropguard::detect::mask;
+use dropguard::sources::{SourceStats, decode_record};
+use libfuzzer_sys::fuzz_target;
+
+static STATS: LazyLock<SourceStats> =
+    LazyLock::new(|| SourceStats::detached().expect("the counters' names are valid"));
+
+fuzz_target!(|data: &[u8]| {
+    let [format, max_hi, max_lo, sample_max, rest @ ..] = data else {
+        return;
+    };
+    let format = match format % 3 {
+        0 => LogFormat::Auto,
+        1 => LogFormat::Text,
+        _ => LogFormat::Json,
+    };
+    let max_bytes = usize::from(u16::from_be_bytes([*max_hi, *max_lo]));
+    let (record, _time) = decode_record(
+        rest,
+        format,
+        &JsonFields::default(),
+        max_bytes,
+        &STATS,
+        "fuzz",
+    );
+    assert_eq!(record.truncated, rest.len() > max_bytes);
+    if record.fields.is_none() {
+        // A text record never holds more than the limit.
+        assert!(
+            record.message.len() <= max_bytes,
+            "{} > {max_bytes}",
+            record.message.len()
+        );
+    } else {
+        assert_ne!(format, LogFormat::Text, "a text source made a JSON record");
+    }
+    // The sample an alert carries never exceeds its limit.
+    let limit = usize::from(*sample_max);
+    let sample = mask::sample(&record.message, limit);
+    assert!(
+        sample.chars().count() <= limit,
+        "{} > {limit}",
+        sample.chars().count()
+    );
+});
