@@ -274,18 +274,30 @@ async fn watch_deploys(
     usage: crate::gate::watch::Usage,
     stop: CancellationToken,
 ) {
-    let mut logged = false;
+    let mut failures: u32 = 0;
     let db: Arc<dyn crate::db::Adapter> = loop {
         match crate::db::connect(&config.database.url).await {
-            Ok(db) => break Arc::from(db),
-            Err(err) => {
-                if !logged {
-                    tracing::error!(error = %err, "cannot connect to the database; retrying every 5 s");
-                    logged = true;
+            Ok(db) => {
+                if failures > 0 {
+                    tracing::info!(attempts = failures + 1, "connected to the database");
                 }
-                component.not_ready(format!("cannot connect to the database: {err}"));
+                break Arc::from(db);
+            }
+            Err(err) => {
+                failures = failures.saturating_add(1);
+                let wait = connect_backoff(failures);
+                if failures == 1 {
+                    tracing::error!(error = %err, retry_in = ?wait, "cannot connect to the database; retrying with backoff");
+                } else {
+                    tracing::debug!(error = %err, failures, retry_in = ?wait, "still cannot connect to the database");
+                }
+                // `err` names the database (its URL, password masked) and the cause.
+                component.not_ready(format!(
+                    "{err} (attempt {failures}; next in {})",
+                    humantime::format_duration(wait)
+                ));
                 tokio::select! {
-                    () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                    () = tokio::time::sleep(wait) => {}
                     () = stop.cancelled() => return,
                 }
             }
@@ -350,6 +362,17 @@ async fn watch_deploys(
     }
 }
 
+/// The wait after `failures` failed attempts to connect to the database at
+/// start: half a second, doubling, up to 30 s. A database a moment late (both
+/// started together) is picked up at once; one down for long is not hammered.
+fn connect_backoff(failures: u32) -> std::time::Duration {
+    const FIRST: std::time::Duration = std::time::Duration::from_millis(500);
+    const MAX: std::time::Duration = std::time::Duration::from_secs(30);
+    FIRST
+        .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(16)))
+        .min(MAX)
+}
+
 /// Turns the records of a deploy topic into deploy events; a message that is not
 /// an announcement is logged and counted (`kind = announcement`), and skipped.
 async fn announcements(
@@ -395,5 +418,32 @@ async fn supervise(component: ComponentHandle, run: BoxFuture<'static, Result<()
     if let Err(err) = run.await {
         tracing::error!(error = %err, "a component stopped with an error");
         component.not_ready(err);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn database_connect_retries_back_off_from_half_a_second_to_30_s() {
+        let waits: Vec<Duration> = (1..=9).map(connect_backoff).collect();
+        let ms = |n| Duration::from_millis(n);
+        assert_eq!(
+            waits,
+            [
+                ms(500),
+                ms(1000),
+                ms(2000),
+                ms(4000),
+                ms(8000),
+                ms(16000),
+                ms(30000),
+                ms(30000),
+                ms(30000)
+            ]
+        );
+        assert_eq!(connect_backoff(u32::MAX), Duration::from_secs(30));
     }
 }

@@ -131,3 +131,208 @@ fn a_full_vault_disk_fails_the_snapshot_cleanly_and_the_drop_is_reported_unprote
     let stopped = daemon.terminate(Duration::from_secs(10));
     assert!(stopped.status.success());
 }
+
+/// A TCP forwarder to the shared PostgreSQL server that can be cut (live
+/// connections closed, new ones accepted and closed at once) and restored,
+/// without touching the server other tests use. Counts the connections it
+/// turned away, and when.
+struct Proxy {
+    port: u16,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cuts: tokio::sync::watch::Sender<u64>,
+    refused: std::sync::Arc<std::sync::Mutex<Vec<Instant>>>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Proxy {
+    fn start(upstream: &'static str, open: bool) -> Self {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = Arc::new(AtomicBool::new(open));
+        let (cuts, _) = tokio::sync::watch::channel(0u64);
+        let refused = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (is_open, cut, turned_away) = (open.clone(), cuts.clone(), refused.clone());
+        runtime.spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    continue;
+                };
+                if !is_open.load(Ordering::SeqCst) {
+                    turned_away.lock().unwrap().push(Instant::now());
+                    drop(client);
+                    continue;
+                }
+                let mut cut = cut.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Self {
+            port,
+            open,
+            cuts,
+            refused,
+            _runtime: runtime,
+        }
+    }
+
+    /// Closes every forwarded connection and turns new ones away.
+    fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.cuts.send_modify(|n| *n += 1);
+    }
+
+    fn restore(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn refused(&self) -> Vec<Instant> {
+        self.refused.lock().unwrap().clone()
+    }
+}
+
+/// The sum of every series of `name` whose labels contain `label` (0 if none).
+fn sum_of(daemon: &Daemon, name: &str, label: &str) -> f64 {
+    let (_, body) = daemon.get("/metrics");
+    body.lines()
+        .filter(|line| line.starts_with(&format!("{name}{{")) && line.contains(label))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+fn unpreserved_incident(daemon: &Daemon) -> Option<Value> {
+    let (_, body) = daemon.get("/api/v1/incidents");
+    serde_json::from_str::<Value>(&body)
+        .ok()?
+        .as_array()?
+        .iter()
+        .find(|i| i["triggers"][0] == "unpreserved")
+        .cloned()
+}
+
+#[test]
+fn a_database_down_at_start_and_mid_run_is_waited_for_with_backoff_and_caught_up_with() {
+    let ws = Workspace::new();
+    let db = TestDb::create(EngineKind::Postgres, "dbdown");
+    django(&db.url, &["manage.py", "migrate", "-v0"]);
+    django(&db.url, &["manage.py", "migrate", "catalog", "0015", "-v0"]);
+    django(&db.url, &["seed.py"]);
+    let proxy = Proxy::start("127.0.0.1:5432", false);
+    let name = db.url.rsplit_once('/').unwrap().1.to_string();
+    let via_proxy = format!("postgres://postgres@127.0.0.1:{}/{name}", proxy.port);
+    let config = ws.write_config(&format!(
+        r#"
+environment = "test"
+[database]
+url = "{via_proxy}"
+[django]
+project_dir = "{project}"
+[state]
+dir = "{state}"
+[deploys]
+poll_interval = "200ms"
+[preserve]
+auto = false
+[server]
+listen = "127.0.0.1:0"
+grace_period = "5s"
+"#,
+        project = django_project().display(),
+        state = ws.path().join("state").display(),
+    ));
+
+    // Down at start: up, not ready, and saying which database it waits for.
+    let started = Instant::now();
+    let daemon = Daemon::start(&config);
+    wait_until(
+        "readiness naming the database",
+        Duration::from_secs(10),
+        || {
+            let (status, body) = daemon.get("/readyz");
+            status == 503 && body.contains("cannot connect to") && body.contains(&name)
+        },
+    );
+    std::thread::sleep(Duration::from_secs(6).saturating_sub(started.elapsed()));
+    assert_eq!(daemon.get("/healthz").0, 200);
+    let (status, body) = daemon.get("/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains(&format!("127.0.0.1:{}/{name}", proxy.port)),
+        "{body}"
+    );
+    let attempts = proxy.refused();
+    let gaps: Vec<Duration> = attempts.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(attempts.len() >= 3, "tried {} times in 6 s", attempts.len());
+    assert!(
+        gaps.windows(2)
+            .all(|g| g[1] > g[0] + Duration::from_millis(200)),
+        "the waits between attempts do not grow: {gaps:?}"
+    );
+    proxy.restore();
+    let back = Instant::now();
+    daemon.wait_ready();
+    let ready_after = back.elapsed();
+    assert!(
+        ready_after < Duration::from_secs(10),
+        "ready {ready_after:?} after the database came back"
+    );
+
+    // Cut mid-run: the release is applied meanwhile, straight to the server.
+    let cursor = dropguard::sources::deploys::cursor_path(&ws.path().join("state"));
+    wait_until("the deploy cursor", Duration::from_secs(10), || {
+        cursor.exists()
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    proxy.cut();
+    django(&db.url, &["manage.py", "migrate", "catalog", "0016", "-v0"]);
+    // A poll waits up to the pool's 10 s connect timeout before it fails.
+    wait_until(
+        "the poller to notice the cut",
+        Duration::from_secs(25),
+        || sum_of(&daemon, "dropguard_source_errors_total", "\"poll\"") >= 1.0,
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(daemon.get("/healthz").0, 200);
+    assert!(
+        unpreserved_incident(&daemon).is_none(),
+        "seen through a cut path?"
+    );
+    proxy.restore();
+    let restored = Instant::now();
+    wait_until(
+        "the deploy applied during the cut",
+        Duration::from_secs(30),
+        || unpreserved_incident(&daemon).is_some(),
+    );
+    let caught_up = restored.elapsed();
+    let incident = unpreserved_incident(&daemon).unwrap();
+    assert_eq!(
+        incident["deploy"]["migrations"][0]["migration"],
+        "catalog.0016_remove_product_brand"
+    );
+    assert!(sum_of(&daemon, "dropguard_deploys_total", "") >= 1.0);
+    let stopped = daemon.terminate(Duration::from_secs(10));
+    assert!(stopped.status.success());
+    eprintln!(
+        "database down (test took {:?}): {} attempts at start, gaps {gaps:?}; ready {ready_after:?} after restore; \
+         mid-run deploy seen {caught_up:?} after restore",
+        started.elapsed(),
+        attempts.len()
+    );
+}
