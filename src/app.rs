@@ -122,7 +122,12 @@ pub async fn serve(
         );
         tracker.spawn(supervise(
             readiness.register("alerts"),
-            alerts::run(alerts.clone(), Timing::default(), shutdown.clone()).boxed(),
+            alerts::run(
+                alerts.clone(),
+                Timing::with_max_retry(config.alerts.max_retry_interval.0),
+                shutdown.clone(),
+            )
+            .boxed(),
         ));
         Some(alerts)
     } else {

@@ -55,7 +55,13 @@ pub struct Receiver {
 
 impl Receiver {
     pub fn start(script: impl Fn(usize) -> Reply + Send + Sync + 'static) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("binding the receiver");
+        Self::start_on(0, script)
+    }
+
+    /// On a given port (0 for any): a receiver that comes up where a sender
+    /// was refused before.
+    pub fn start_on(port: u16, script: impl Fn(usize) -> Reply + Send + Sync + 'static) -> Self {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("binding the receiver");
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let script: Arc<Script> = Arc::new(script);

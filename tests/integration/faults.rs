@@ -336,3 +336,123 @@ grace_period = "5s"
         attempts.len()
     );
 }
+
+#[test]
+fn slack_down_for_two_minutes_gets_the_alert_once_when_it_is_back() {
+    let started = Instant::now();
+    use crate::alerts::{Receiver, Reply};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const REFUSING: Duration = Duration::from_secs(60);
+    const FAILING: Duration = Duration::from_secs(62);
+    let ws = Workspace::new();
+    let port = crate::harness::free_port();
+    let config = ws.write_config(&format!(
+        r#"
+environment = "test"
+[database]
+url = "sqlite://{db}"
+[django]
+project_dir = "{project}"
+[state]
+dir = "state"
+[preserve]
+auto = false
+[alerts]
+max_retry_interval = "10s"
+[alerts.slack]
+webhook_url = "http://127.0.0.1:{port}/services/T0/B0/DOWN"
+[server]
+listen = "127.0.0.1:0"
+grace_period = "5s"
+"#,
+        db = ws.path().join("app.db").display(),
+        project = django_project().display(),
+    ));
+    crate::django_support::sqlite_exec(&ws.path().join("app.db"), "SELECT 1");
+    let daemon = Daemon::start(&config);
+    daemon.wait_ready();
+    let reply = daemon.request(
+        "POST",
+        "/api/v1/deploys",
+        &[("Content-Type", "application/json")],
+        br#"{"migrations": ["catalog.0016_remove_product_brand"]}"#,
+    );
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    wait_until("the incident", Duration::from_secs(20), || {
+        unpreserved_incident(&daemon).is_some()
+    });
+    let down = Instant::now();
+    let depth = "dropguard_alert_outbox_depth";
+    let mut samples = 0;
+    // Refusing connections, then answering 503: healthy, ready, one pending.
+    let watch = |until: Duration, samples: &mut usize| {
+        while down.elapsed() < until {
+            assert_eq!(daemon.get("/healthz").0, 200);
+            let (status, body) = daemon.get("/readyz");
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(metric(&daemon, depth), 1.0, "at {:?}", down.elapsed());
+            *samples += 1;
+            std::thread::sleep(Duration::from_secs(5));
+        }
+    };
+    watch(REFUSING, &mut samples);
+    let accepting = Arc::new(AtomicBool::new(false));
+    let slack = Receiver::start_on(port, {
+        let accepting = accepting.clone();
+        move |_| {
+            Reply::status(if accepting.load(Ordering::SeqCst) {
+                200
+            } else {
+                503
+            })
+        }
+    });
+    watch(REFUSING + FAILING, &mut samples);
+    let refused_for = down.elapsed();
+    accepting.store(true, Ordering::SeqCst);
+    let back = Instant::now();
+    wait_until("the delivery", Duration::from_secs(30), || {
+        !slack.accepted().is_empty()
+    });
+    let delivered_after = back.elapsed();
+    std::thread::sleep(Duration::from_secs(3));
+    let accepted = slack.accepted();
+    assert_eq!(accepted.len(), 1, "{accepted:#?}");
+    let id = unpreserved_incident(&daemon).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        accepted[0].idempotency_key.as_deref(),
+        Some(format!("{id}-opened-slack").as_str())
+    );
+    let failed_503 = slack
+        .seen()
+        .iter()
+        .filter(|s| s.answered == Some(503))
+        .count();
+    assert!(failed_503 >= 2, "{failed_503} requests were answered 503");
+    let retries = metric(
+        &daemon,
+        r#"dropguard_alerts_failed_total{reason="retry",receiver="slack"}"#,
+    );
+    assert!(
+        retries as usize > failed_503,
+        "connection refusals counted too: {retries}"
+    );
+    assert_eq!(
+        metric(&daemon, r#"dropguard_alerts_sent_total{receiver="slack"}"#),
+        1.0
+    );
+    assert_eq!(metric(&daemon, depth), 0.0);
+    assert_eq!(daemon.get("/readyz").0, 200);
+    let stopped = daemon.terminate(Duration::from_secs(10));
+    assert!(stopped.status.success());
+    eprintln!(
+        "slack down {refused_for:?} ({samples} samples of depth 1); {retries} failed tries \
+         ({failed_503} answered 503); delivered {delivered_after:?} after it came back; \
+         test took {:?}",
+        started.elapsed()
+    );
+}
