@@ -67,9 +67,7 @@ pub async fn serve(
 
     let (events, received) = mpsc::channel(EVENT_QUEUE);
     let (commands, asked) = mpsc::channel(16);
-    let vault = crate::commands::open_vault(&config)
-        .map_err(|err| tracing::error!(error = %err, "cannot open the vault; deploys will count as unpreserved"))
-        .ok();
+    let vault = open_vault_to_read(&config);
     let state = Arc::new(HttpState {
         metrics: metrics.clone(),
         readiness: readiness.clone(),
@@ -212,6 +210,27 @@ impl Signals {
     }
 }
 
+/// The vault the detector and the API look snapshots up in. One that cannot be
+/// opened for writing (its filesystem went read-only) is still read, so the
+/// snapshots already in it count; with none at all, every destructive deploy
+/// counts as unpreserved.
+fn open_vault_to_read(config: &Config) -> Option<crate::vault::Vault> {
+    let err = match crate::commands::open_vault(config) {
+        Ok(vault) => return Some(vault),
+        Err(err) => err,
+    };
+    match crate::vault::Vault::open_read_only(crate::commands::vault_dir(config)) {
+        Ok(vault) => {
+            tracing::error!(error = %err, "cannot open the vault for writing; reading the snapshots already in it, new ones cannot be taken");
+            Some(vault)
+        }
+        Err(_) => {
+            tracing::error!(error = %err, "cannot open the vault; deploys will count as unpreserved");
+            None
+        }
+    }
+}
+
 /// Starts one task per configured source. Each is ready once started; one that
 /// cannot start (a damaged checkpoint file, a Kafka client that cannot be made)
 /// stays not ready with the reason, and `/readyz` says so.
@@ -316,11 +335,18 @@ async fn watch_deploys(
         stop.clone(),
     ));
     if config.preserve.auto {
-        match (
-            crate::commands::open_vault(&config),
-            crate::commands::remote(&config),
-        ) {
-            (Ok(vault), Ok(remote)) => {
+        let vault = match crate::commands::open_vault(&config) {
+            Ok(vault) => crate::actions::autopreserve::Target::Open(vault),
+            Err(err) => {
+                tracing::error!(error = %err, "cannot open the vault; pending destructive migrations are unprotected until it opens (tried again every pass)");
+                component.not_ready(format!("cannot open the vault: {err}"));
+                crate::actions::autopreserve::Target::Closed {
+                    dir: crate::commands::vault_dir(&config),
+                }
+            }
+        };
+        match crate::commands::remote(&config) {
+            Ok(remote) => {
                 let (changed_tx, changed_rx) = mpsc::channel(1);
                 let (status, _) = tokio::sync::watch::channel(Default::default());
                 tracker.spawn(sources::deploys::watch_migrations(
@@ -341,11 +367,7 @@ async fn watch_deploys(
                     stop.clone(),
                 ));
             }
-            (Err(err), _) => {
-                tracing::error!(error = %err, "cannot open the vault; nothing is preserved automatically");
-                component.not_ready(format!("cannot open the vault: {err}"));
-            }
-            (_, Err(err)) => {
+            Err(err) => {
                 tracing::error!(error = %err, "cannot reach the vault's object store; nothing is preserved automatically");
                 component.not_ready(format!("vault.url: {err}"));
             }

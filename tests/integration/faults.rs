@@ -456,3 +456,120 @@ grace_period = "5s"
         started.elapsed()
     );
 }
+
+/// A tmpfs at `at` that is remounted read-only after `prepare` ran on it
+/// writable; unmounted on drop.
+struct ReadOnlyDisk {
+    at: PathBuf,
+}
+
+impl ReadOnlyDisk {
+    fn mount(at: &Path, prepare: impl FnOnce()) -> Self {
+        std::fs::create_dir_all(at).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs"])
+            .arg(at)
+            .output()
+            .expect("running mount");
+        assert!(
+            mounted.status.success(),
+            "this test mounts a tmpfs as the vault's disk and needs root (CI runs as root): {}",
+            String::from_utf8_lossy(&mounted.stderr)
+        );
+        let disk = Self {
+            at: at.to_path_buf(),
+        };
+        prepare();
+        let remounted = Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(at)
+            .output()
+            .unwrap();
+        assert!(
+            remounted.status.success(),
+            "{}",
+            String::from_utf8_lossy(&remounted.stderr)
+        );
+        disk
+    }
+}
+
+impl Drop for ReadOnlyDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.at).status();
+    }
+}
+
+#[test]
+fn a_read_only_vault_fails_the_snapshot_cleanly_and_the_drop_is_reported_unprotected() {
+    let ws = Workspace::new();
+    let db = TestDb::create(EngineKind::Sqlite, "rovault");
+    django(&db.url, &["manage.py", "migrate", "-v0"]);
+    django(&db.url, &["manage.py", "migrate", "catalog", "0015", "-v0"]);
+    django(&db.url, &["seed.py"]);
+    let config = config(&ws, &db);
+    // The vault worked (one snapshot in it), then its filesystem went read-only.
+    let _disk = ReadOnlyDisk::mount(&ws.path().join("state/vault"), || {
+        let taken = ws.run(&["preserve", "--table", "django_migrations", "--json"]);
+        assert_eq!(taken.status.code(), Some(0), "{}", stderr(&taken));
+    });
+    let listed_before = ws.run(&["snapshots", "list", "--json"]);
+    assert_eq!(
+        listed_before.status.code(),
+        Some(0),
+        "{}",
+        stderr(&listed_before)
+    );
+    let before: Value = serde_json::from_str(&stdout(&listed_before)).unwrap();
+    assert_eq!(before.as_array().unwrap().len(), 1, "{before:#}");
+    assert_eq!(before[0]["complete"], true);
+    let earlier = before[0]["id"].as_str().unwrap().to_string();
+
+    // By hand: the cause is named, nothing new is listed, the old one still verifies.
+    let preserve = ws.run(&[
+        "preserve",
+        "--migration",
+        "catalog.0016_remove_product_brand",
+    ]);
+    assert_eq!(preserve.status.code(), Some(1), "{}", stdout(&preserve));
+    let err = stderr(&preserve);
+    assert!(err.contains("Read-only file system"), "{err}");
+    let unchanged = || {
+        let listed = ws.run(&["snapshots", "list", "--json"]);
+        assert_eq!(listed.status.code(), Some(0), "{}", stderr(&listed));
+        let listed: Value = serde_json::from_str(&stdout(&listed)).unwrap();
+        assert_eq!(listed, before, "the listing changed on a read-only vault");
+    };
+    unchanged();
+    let verified = ws.run(&["snapshots", "verify", &earlier]);
+    assert_eq!(verified.status.code(), Some(0), "{}", stderr(&verified));
+
+    // The daemon: not ready and saying why, the failure counted, the migration
+    // reported unprotected, and once it is applied anyway, an incident says its
+    // data was not preserved.
+    let daemon = Daemon::start(&config);
+    wait_until("the failed snapshot", Duration::from_secs(30), || {
+        metric(&daemon, r#"dropguard_snapshots_total{outcome="failed"}"#) >= 1.0
+            && metric(&daemon, "dropguard_unprotected_migrations") == 1.0
+    });
+    let (status, body) = daemon.get("/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("Read-only file system"), "{body}");
+    assert_eq!(daemon.get("/healthz").0, 200);
+    django(&db.url, &["manage.py", "migrate", "catalog", "0016", "-v0"]);
+    wait_until("the unpreserved incident", Duration::from_secs(40), || {
+        unpreserved_incident(&daemon).is_some()
+    });
+    let incident = unpreserved_incident(&daemon).unwrap();
+    assert_eq!(
+        incident["deploy"]["migrations"][0]["migration"],
+        "catalog.0016_remove_product_brand"
+    );
+    assert!(
+        incident["deploy"]["migrations"][0]["snapshot"].is_null(),
+        "{incident:#}"
+    );
+    unchanged();
+    let stopped = daemon.terminate(Duration::from_secs(10));
+    assert!(stopped.status.success());
+}
