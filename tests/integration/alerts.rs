@@ -22,6 +22,8 @@ pub struct Reply {
     pub headers: Vec<(&'static str, String)>,
     /// Hold the connection this long without answering, then close it.
     pub hang: Option<Duration>,
+    /// Answer, but only after this long: a slow receiver.
+    pub delay: Option<Duration>,
 }
 
 impl Reply {
@@ -30,6 +32,7 @@ impl Reply {
             status,
             headers: Vec::new(),
             hang: None,
+            delay: None,
         }
     }
 }
@@ -142,6 +145,9 @@ fn serve(mut stream: TcpStream, script: &Script, count: &AtomicUsize, seen: &Mut
     if let Some(hang) = reply.hang {
         std::thread::sleep(hang);
         return;
+    }
+    if let Some(delay) = reply.delay {
+        std::thread::sleep(delay);
     }
     let mut response = format!(
         "HTTP/1.1 {} X\r\nContent-Length: 2\r\nConnection: close\r\n",
