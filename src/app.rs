@@ -67,9 +67,7 @@ pub async fn serve(
 
     let (events, received) = mpsc::channel(EVENT_QUEUE);
     let (commands, asked) = mpsc::channel(16);
-    let vault = crate::commands::open_vault(&config)
-        .map_err(|err| tracing::error!(error = %err, "cannot open the vault; deploys will count as unpreserved"))
-        .ok();
+    let vault = open_vault_to_read(&config);
     let state = Arc::new(HttpState {
         metrics: metrics.clone(),
         readiness: readiness.clone(),
@@ -122,7 +120,12 @@ pub async fn serve(
         );
         tracker.spawn(supervise(
             readiness.register("alerts"),
-            alerts::run(alerts.clone(), Timing::default(), shutdown.clone()).boxed(),
+            alerts::run(
+                alerts.clone(),
+                Timing::with_max_retry(config.alerts.max_retry_interval.0),
+                shutdown.clone(),
+            )
+            .boxed(),
         ));
         Some(alerts)
     } else {
@@ -207,6 +210,27 @@ impl Signals {
     }
 }
 
+/// The vault the detector and the API look snapshots up in. One that cannot be
+/// opened for writing (its filesystem went read-only) is still read, so the
+/// snapshots already in it count; with none at all, every destructive deploy
+/// counts as unpreserved.
+fn open_vault_to_read(config: &Config) -> Option<crate::vault::Vault> {
+    let err = match crate::commands::open_vault(config) {
+        Ok(vault) => return Some(vault),
+        Err(err) => err,
+    };
+    match crate::vault::Vault::open_read_only(crate::commands::vault_dir(config)) {
+        Ok(vault) => {
+            tracing::error!(error = %err, "cannot open the vault for writing; reading the snapshots already in it, new ones cannot be taken");
+            Some(vault)
+        }
+        Err(_) => {
+            tracing::error!(error = %err, "cannot open the vault; deploys will count as unpreserved");
+            None
+        }
+    }
+}
+
 /// Starts one task per configured source. Each is ready once started; one that
 /// cannot start (a damaged checkpoint file, a Kafka client that cannot be made)
 /// stays not ready with the reason, and `/readyz` says so.
@@ -274,18 +298,30 @@ async fn watch_deploys(
     usage: crate::gate::watch::Usage,
     stop: CancellationToken,
 ) {
-    let mut logged = false;
+    let mut failures: u32 = 0;
     let db: Arc<dyn crate::db::Adapter> = loop {
         match crate::db::connect(&config.database.url).await {
-            Ok(db) => break Arc::from(db),
-            Err(err) => {
-                if !logged {
-                    tracing::error!(error = %err, "cannot connect to the database; retrying every 5 s");
-                    logged = true;
+            Ok(db) => {
+                if failures > 0 {
+                    tracing::info!(attempts = failures + 1, "connected to the database");
                 }
-                component.not_ready(format!("cannot connect to the database: {err}"));
+                break Arc::from(db);
+            }
+            Err(err) => {
+                failures = failures.saturating_add(1);
+                let wait = connect_backoff(failures);
+                if failures == 1 {
+                    tracing::error!(error = %err, retry_in = ?wait, "cannot connect to the database; retrying with backoff");
+                } else {
+                    tracing::debug!(error = %err, failures, retry_in = ?wait, "still cannot connect to the database");
+                }
+                // `err` names the database (its URL, password masked) and the cause.
+                component.not_ready(format!(
+                    "{err} (attempt {failures}; next in {})",
+                    humantime::format_duration(wait)
+                ));
                 tokio::select! {
-                    () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                    () = tokio::time::sleep(wait) => {}
                     () = stop.cancelled() => return,
                 }
             }
@@ -299,11 +335,18 @@ async fn watch_deploys(
         stop.clone(),
     ));
     if config.preserve.auto {
-        match (
-            crate::commands::open_vault(&config),
-            crate::commands::remote(&config),
-        ) {
-            (Ok(vault), Ok(remote)) => {
+        let vault = match crate::commands::open_vault(&config) {
+            Ok(vault) => crate::actions::autopreserve::Target::Open(vault),
+            Err(err) => {
+                tracing::error!(error = %err, "cannot open the vault; pending destructive migrations are unprotected until it opens (tried again every pass)");
+                component.not_ready(format!("cannot open the vault: {err}"));
+                crate::actions::autopreserve::Target::Closed {
+                    dir: crate::commands::vault_dir(&config),
+                }
+            }
+        };
+        match crate::commands::remote(&config) {
+            Ok(remote) => {
                 let (changed_tx, changed_rx) = mpsc::channel(1);
                 let (status, _) = tokio::sync::watch::channel(Default::default());
                 tracker.spawn(sources::deploys::watch_migrations(
@@ -324,11 +367,7 @@ async fn watch_deploys(
                     stop.clone(),
                 ));
             }
-            (Err(err), _) => {
-                tracing::error!(error = %err, "cannot open the vault; nothing is preserved automatically");
-                component.not_ready(format!("cannot open the vault: {err}"));
-            }
-            (_, Err(err)) => {
+            Err(err) => {
                 tracing::error!(error = %err, "cannot reach the vault's object store; nothing is preserved automatically");
                 component.not_ready(format!("vault.url: {err}"));
             }
@@ -348,6 +387,17 @@ async fn watch_deploys(
             component.not_ready(err.to_string());
         }
     }
+}
+
+/// The wait after `failures` failed attempts to connect to the database at
+/// start: half a second, doubling, up to 30 s. A database a moment late (both
+/// started together) is picked up at once; one down for long is not hammered.
+fn connect_backoff(failures: u32) -> std::time::Duration {
+    const FIRST: std::time::Duration = std::time::Duration::from_millis(500);
+    const MAX: std::time::Duration = std::time::Duration::from_secs(30);
+    FIRST
+        .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(16)))
+        .min(MAX)
 }
 
 /// Turns the records of a deploy topic into deploy events; a message that is not
@@ -395,5 +445,32 @@ async fn supervise(component: ComponentHandle, run: BoxFuture<'static, Result<()
     if let Err(err) = run.await {
         tracing::error!(error = %err, "a component stopped with an error");
         component.not_ready(err);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn database_connect_retries_back_off_from_half_a_second_to_30_s() {
+        let waits: Vec<Duration> = (1..=9).map(connect_backoff).collect();
+        let ms = |n| Duration::from_millis(n);
+        assert_eq!(
+            waits,
+            [
+                ms(500),
+                ms(1000),
+                ms(2000),
+                ms(4000),
+                ms(8000),
+                ms(16000),
+                ms(30000),
+                ms(30000),
+                ms(30000)
+            ]
+        );
+        assert_eq!(connect_backoff(u32::MAX), Duration::from_secs(30));
     }
 }

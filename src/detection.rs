@@ -88,6 +88,19 @@ pub async fn run(
             task.alert(incident).await;
         }
     }
+    // Likewise an incident journaled as dismissed or restored just before a
+    // crash may have no follow-up queued: queue it (again, idempotently).
+    for incident in &known {
+        let event = match incident.state {
+            State::Dismissed => alerts::Event::Dismissed,
+            State::Restored => alerts::Event::Restored,
+            _ => continue,
+        };
+        let updated: SystemTime = incident.updated_at.into();
+        if updated + watch_for > SystemTime::now() {
+            task.follow_up(event, incident).await;
+        }
+    }
     // A restore that was running when the daemon stopped resumes at its first
     // step not done.
     for incident in &known {
@@ -429,18 +442,22 @@ impl Task {
             })
             .ok_or(Refusal::Unknown)?;
         self.save(incident.clone()).await;
-        if let Some(outbox) = self.parts.alerts.clone() {
-            let dismissed = incident.clone();
-            let queued = tokio::task::spawn_blocking(move || {
-                outbox.enqueue(alerts::Event::Dismissed, &dismissed)
-            })
-            .await;
-            if !matches!(queued, Ok(Ok(_))) {
-                tracing::error!(incident = %incident.id, "cannot queue the dismissal's follow-up alerts");
-            }
-        }
+        self.follow_up(alerts::Event::Dismissed, &incident).await;
         self.gauges();
         Ok(incident)
+    }
+
+    /// Queues the follow-up alerts of an incident that ended (`event`). A
+    /// failure is logged; the next start queues them again.
+    async fn follow_up(&self, event: alerts::Event, incident: &Incident) {
+        let Some(outbox) = self.parts.alerts.clone() else {
+            return;
+        };
+        let ended = incident.clone();
+        let queued = tokio::task::spawn_blocking(move || outbox.enqueue(event, &ended)).await;
+        if !matches!(queued, Ok(Ok(_))) {
+            tracing::error!(incident = %incident.id, event = event.as_str(), "cannot queue the incident's follow-up alerts; the next start tries again");
+        }
     }
 
     /// Queues the alerts of an opened incident, then marks it alerted and

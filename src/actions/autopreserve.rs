@@ -29,6 +29,21 @@ use crate::vault::{Remote, Vault};
 /// After a pass with a failure, the next one comes this long after at the latest.
 pub const RETRY_AFTER: Duration = Duration::from_secs(30);
 
+/// The vault snapshots go into: opened, or one that could not be opened at
+/// start (a read-only or missing filesystem), opened again at every pass until
+/// it opens. Until then every migration with data at risk fails to be preserved
+/// and is counted unprotected, rather than silently skipped.
+pub enum Target {
+    Open(Vault),
+    Closed { dir: std::path::PathBuf },
+}
+
+impl From<Vault> for Target {
+    fn from(vault: Vault) -> Self {
+        Target::Open(vault)
+    }
+}
+
 /// What the passes found, for whoever wants to show it (`/readyz`, the API).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Status {
@@ -72,7 +87,7 @@ pub struct Reports {
 pub async fn run(
     config: Config,
     db: Arc<dyn Adapter>,
-    vault: Vault,
+    vault: impl Into<Target>,
     remote: Option<Remote>,
     mut changed: mpsc::Receiver<()>,
     Reports { status, stats }: Reports,
@@ -83,10 +98,18 @@ pub async fn run(
         return;
     }
     tracing::info!("preserving pending destructive migrations automatically");
+    let (vault, vault_dir) = match vault.into() {
+        Target::Open(vault) => {
+            let dir = vault.path().to_owned();
+            (Some(vault), dir)
+        }
+        Target::Closed { dir } => (None, dir),
+    };
     let mut passer = Passer {
         config: &config,
         db: db.as_ref(),
-        vault: &vault,
+        vault,
+        vault_dir,
         remote: remote.as_ref(),
         noted: HashSet::new(),
         failures: HashMap::new(),
@@ -143,7 +166,9 @@ struct Outcome {
 struct Passer<'a> {
     config: &'a Config,
     db: &'a dyn Adapter,
-    vault: &'a Vault,
+    /// `None` until the vault at `vault_dir` could be opened.
+    vault: Option<Vault>,
+    vault_dir: std::path::PathBuf,
     remote: Option<&'a Remote>,
     /// Notes and problems already logged: each is logged once, not every pass.
     noted: HashSet<String>,
@@ -188,11 +213,40 @@ impl Passer<'_> {
         let mut states = BTreeMap::new();
         let mut failed = false;
         let mut fetched = false;
+        if self.vault.is_none() && !requests.is_empty() {
+            match Vault::open(&self.vault_dir) {
+                Ok(vault) => {
+                    tracing::info!(vault = %self.vault_dir.display(), "the vault opens again");
+                    self.vault = Some(vault);
+                }
+                Err(err) => {
+                    let error = format!("cannot open the vault: {err}");
+                    for migration in requests.iter().filter_map(|r| r.migration.clone()) {
+                        self.stats.snapshots.with_label_values(&["failed"]).inc();
+                        self.failed(
+                            &migration,
+                            &error,
+                            "automatic preservation failed; retrying at the next change of the migration files or in 30 s",
+                        );
+                        states.insert(
+                            migration,
+                            MigrationState::Failed {
+                                error: error.clone(),
+                            },
+                        );
+                    }
+                    return self.outcome(states, true);
+                }
+            }
+        }
+        let Some(vault) = self.vault.clone() else {
+            return self.outcome(states, false);
+        };
         for request in &requests {
             let Some(migration) = request.migration.clone() else {
                 continue;
             };
-            let mut existing = self.existing(&migration).await;
+            let mut existing = self.existing(&vault, &migration).await;
             // Another machine's instance may have taken it earlier: look in the
             // mirror once per pass, before taking a second one.
             if matches!(existing, Ok(None))
@@ -200,10 +254,10 @@ impl Passer<'_> {
                 && !fetched
             {
                 fetched = true;
-                if let Err(err) = remote.fetch_missing(self.vault).await {
+                if let Err(err) = remote.fetch_missing(&vault).await {
                     tracing::warn!(error = %err, "cannot fetch snapshots from the vault's object store");
                 }
-                existing = self.existing(&migration).await;
+                existing = self.existing(&vault, &migration).await;
             }
             let state = match existing {
                 Ok(Some(snapshot)) => {
@@ -215,7 +269,7 @@ impl Passer<'_> {
                     failed = true;
                     MigrationState::Failed { error }
                 }
-                Ok(None) => match preserve_once(self.db, self.vault, self.remote, request).await {
+                Ok(None) => match preserve_once(self.db, &vault, self.remote, request).await {
                     Ok(preserved) => {
                         self.failures.remove(&migration);
                         if preserved.reused {
@@ -253,6 +307,11 @@ impl Passer<'_> {
             };
             states.insert(migration, state);
         }
+        self.outcome(states, failed)
+    }
+
+    /// A pass's outcome; publishes how many migrations are unprotected.
+    fn outcome(&self, states: BTreeMap<String, MigrationState>, failed: bool) -> Outcome {
         let unprotected = states
             .values()
             .filter(|s| matches!(s, MigrationState::Failed { .. }))
@@ -272,9 +331,8 @@ impl Passer<'_> {
     /// longer match (rows written after it, say after a rollback, a restore and
     /// the same migration shipped again) is not a preservation of today's data,
     /// and a new one is taken.
-    async fn existing(&self, migration: &str) -> Result<Option<String>, String> {
-        let Some(manifest) = self
-            .vault
+    async fn existing(&self, vault: &Vault, migration: &str) -> Result<Option<String>, String> {
+        let Some(manifest) = vault
             .find_for_migration(migration)
             .map_err(|err| err.to_string())?
         else {

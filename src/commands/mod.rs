@@ -43,6 +43,24 @@ pub fn remote(config: &Config) -> Result<Option<Remote>, RemoteError> {
     .map(Some)
 }
 
+/// The vault for a command that only reads it (`snapshots list|show|verify`):
+/// opened and synced as usual, or, when that fails on a vault that exists (its
+/// filesystem went read-only, say), read as it stands. A snapshot half-written
+/// there is still never listed complete.
+pub async fn open_vault_for_reading(config: &Config) -> anyhow::Result<Vault> {
+    let err = match open_synced_vault(config).await {
+        Ok(vault) => return Ok(vault),
+        Err(err) => err,
+    };
+    match Vault::open_read_only(vault_dir(config)) {
+        Ok(vault) => {
+            tracing::warn!(error = %format!("{err:#}"), "the vault cannot be opened for writing; reading it as it stands");
+            Ok(vault)
+        }
+        Err(_) => Err(err),
+    }
+}
+
 /// Opens the local vault and brings in what the mirror has that it lacks.
 pub async fn open_synced_vault(config: &Config) -> anyhow::Result<Vault> {
     use anyhow::Context;

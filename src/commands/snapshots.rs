@@ -5,7 +5,7 @@ use std::io::Write;
 use anyhow::Context;
 use serde_json::json;
 
-use super::{EXIT_FINDINGS, describe, open_synced_vault, rfc3339};
+use super::{EXIT_FINDINGS, describe, open_vault_for_reading, rfc3339};
 use crate::config::Config;
 use crate::vault::{ObjectStatus, SnapshotId};
 
@@ -27,7 +27,7 @@ pub async fn run(
     json: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<u8> {
-    let vault = open_synced_vault(config).await?;
+    let vault = open_vault_for_reading(config).await?;
     match action {
         Action::List => {
             let entries = vault.list().context("listing snapshots")?;

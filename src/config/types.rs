@@ -524,16 +524,37 @@ fn default_watch_for() -> Duration {
     Duration::from_secs(30 * 60)
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct AlertsConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slack: Option<SlackConfig>,
+    /// The longest wait between two tries of an alert its receiver did not take
+    /// (5xx, a refused connection, a timeout). Waits start at 1 s and double up
+    /// to this; after an outage the alert goes out at most this long after the
+    /// receiver is back.
+    #[serde(default = "default_max_retry_interval")]
+    pub max_retry_interval: Duration,
     /// Generic JSON webhooks.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub webhook: Vec<WebhookConfig>,
     /// Alertmanager servers: each incident becomes one alert there.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub alertmanager: Vec<AlertmanagerConfig>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            slack: None,
+            max_retry_interval: default_max_retry_interval(),
+            webhook: Vec::new(),
+            alertmanager: Vec::new(),
+        }
+    }
+}
+
+fn default_max_retry_interval() -> Duration {
+    Duration::from_secs(5 * 60)
 }
 
 impl AlertsConfig {

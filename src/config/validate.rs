@@ -351,6 +351,10 @@ pub fn validate(config: &mut Config, base_dir: &Path, doc: &Document) -> Vec<Pro
         );
     }
 
+    check.positive(
+        "alerts.max_retry_interval",
+        config.alerts.max_retry_interval,
+    );
     if let Some(slack) = &config.alerts.slack {
         check.http_url("alerts.slack.webhook_url", &slack.webhook_url);
     }

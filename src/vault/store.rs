@@ -162,6 +162,23 @@ impl Vault {
         Ok(vault)
     }
 
+    /// Opens the existing vault at `dir` for reading only: nothing is created,
+    /// locked or cleaned up. For a vault whose filesystem went read-only, which
+    /// can still be listed, verified and restored from; writing a snapshot into
+    /// it fails with the filesystem's error.
+    pub fn open_read_only(dir: impl AsRef<Path>) -> Result<Vault, VaultError> {
+        let dir = dir.as_ref().to_owned();
+        match fs::metadata(&dir) {
+            Ok(meta) if meta.is_dir() => Ok(Vault { dir }),
+            Ok(_) => Err(VaultError::io(
+                "open vault",
+                dir,
+                io::Error::other("not a directory"),
+            )),
+            Err(err) => Err(VaultError::io("open vault", dir, err)),
+        }
+    }
+
     pub fn path(&self) -> &Path {
         &self.dir
     }

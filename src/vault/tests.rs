@@ -803,3 +803,28 @@ fn throughput_one_million_rows() {
         assert!(raw_bytes > 0);
     }
 }
+
+#[test]
+fn a_vault_opened_read_only_lists_and_verifies_but_creates_and_cleans_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("vault");
+    assert!(Vault::open_read_only(&missing).is_err());
+    assert!(!missing.exists(), "opening read-only created the vault");
+
+    let vault = Vault::open(&missing).expect("open");
+    let summary = snapshot(&vault, Some("app.0002_drop"), &[rows_of(3)]);
+    // A writer's staging directory, as a crash would leave it.
+    fs::create_dir(missing.join(".tmp").join("crashed")).expect("staging dir");
+    fs::remove_file(missing.join(".lock")).ok();
+
+    let read = Vault::open_read_only(&missing).expect("open read-only");
+    let listed = read.list().expect("list");
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].complete);
+    assert!(read.verify(&summary.id).expect("verify").is_ok());
+    assert_eq!(tmp_entries(&read), 1, "read-only opening cleaned up");
+    assert!(
+        !missing.join(".lock").exists(),
+        "read-only opening wrote a lock file"
+    );
+}

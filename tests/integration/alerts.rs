@@ -22,6 +22,8 @@ pub struct Reply {
     pub headers: Vec<(&'static str, String)>,
     /// Hold the connection this long without answering, then close it.
     pub hang: Option<Duration>,
+    /// Answer, but only after this long: a slow receiver.
+    pub delay: Option<Duration>,
 }
 
 impl Reply {
@@ -30,6 +32,7 @@ impl Reply {
             status,
             headers: Vec::new(),
             hang: None,
+            delay: None,
         }
     }
 }
@@ -55,7 +58,13 @@ pub struct Receiver {
 
 impl Receiver {
     pub fn start(script: impl Fn(usize) -> Reply + Send + Sync + 'static) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("binding the receiver");
+        Self::start_on(0, script)
+    }
+
+    /// On a given port (0 for any): a receiver that comes up where a sender
+    /// was refused before.
+    pub fn start_on(port: u16, script: impl Fn(usize) -> Reply + Send + Sync + 'static) -> Self {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("binding the receiver");
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let script: Arc<Script> = Arc::new(script);
@@ -136,6 +145,9 @@ fn serve(mut stream: TcpStream, script: &Script, count: &AtomicUsize, seen: &Mut
     if let Some(hang) = reply.hang {
         std::thread::sleep(hang);
         return;
+    }
+    if let Some(delay) = reply.delay {
+        std::thread::sleep(delay);
     }
     let mut response = format!(
         "HTTP/1.1 {} X\r\nContent-Length: 2\r\nConnection: close\r\n",

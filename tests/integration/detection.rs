@@ -608,10 +608,12 @@ rollback_command = '''{rollback}'''
 
     let daemon = Daemon::start(&config_with(&ws, &db, &log, true, &extra));
     daemon.wait_ready();
+    // The incident turns `restored` in the run's last step, a moment before the
+    // run itself is marked done: wait for both.
     wait_until("the resumed restore", Duration::from_secs(60), || {
         incidents(&daemon)
             .first()
-            .is_some_and(|i| i["state"] == "restored")
+            .is_some_and(|i| i["state"] == "restored" && i["restore"]["status"] == "done")
     });
     let (_, body) = daemon.get(&format!("/api/v1/incidents/{id}"));
     let restored: Value = serde_json::from_str(&body).unwrap();

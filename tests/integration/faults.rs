@@ -131,3 +131,445 @@ fn a_full_vault_disk_fails_the_snapshot_cleanly_and_the_drop_is_reported_unprote
     let stopped = daemon.terminate(Duration::from_secs(10));
     assert!(stopped.status.success());
 }
+
+/// A TCP forwarder to the shared PostgreSQL server that can be cut (live
+/// connections closed, new ones accepted and closed at once) and restored,
+/// without touching the server other tests use. Counts the connections it
+/// turned away, and when.
+struct Proxy {
+    port: u16,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cuts: tokio::sync::watch::Sender<u64>,
+    refused: std::sync::Arc<std::sync::Mutex<Vec<Instant>>>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Proxy {
+    fn start(upstream: &'static str, open: bool) -> Self {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = Arc::new(AtomicBool::new(open));
+        let (cuts, _) = tokio::sync::watch::channel(0u64);
+        let refused = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (is_open, cut, turned_away) = (open.clone(), cuts.clone(), refused.clone());
+        runtime.spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    continue;
+                };
+                if !is_open.load(Ordering::SeqCst) {
+                    turned_away.lock().unwrap().push(Instant::now());
+                    drop(client);
+                    continue;
+                }
+                let mut cut = cut.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Self {
+            port,
+            open,
+            cuts,
+            refused,
+            _runtime: runtime,
+        }
+    }
+
+    /// Closes every forwarded connection and turns new ones away.
+    fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.cuts.send_modify(|n| *n += 1);
+    }
+
+    fn restore(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn refused(&self) -> Vec<Instant> {
+        self.refused.lock().unwrap().clone()
+    }
+}
+
+/// The sum of every series of `name` whose labels contain `label` (0 if none).
+fn sum_of(daemon: &Daemon, name: &str, label: &str) -> f64 {
+    let (_, body) = daemon.get("/metrics");
+    body.lines()
+        .filter(|line| line.starts_with(&format!("{name}{{")) && line.contains(label))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+fn unpreserved_incident(daemon: &Daemon) -> Option<Value> {
+    let (_, body) = daemon.get("/api/v1/incidents");
+    serde_json::from_str::<Value>(&body)
+        .ok()?
+        .as_array()?
+        .iter()
+        .find(|i| i["triggers"][0] == "unpreserved")
+        .cloned()
+}
+
+#[test]
+fn a_database_down_at_start_and_mid_run_is_waited_for_with_backoff_and_caught_up_with() {
+    let ws = Workspace::new();
+    let db = TestDb::create(EngineKind::Postgres, "dbdown");
+    django(&db.url, &["manage.py", "migrate", "-v0"]);
+    django(&db.url, &["manage.py", "migrate", "catalog", "0015", "-v0"]);
+    django(&db.url, &["seed.py"]);
+    let proxy = Proxy::start("127.0.0.1:5432", false);
+    let name = db.url.rsplit_once('/').unwrap().1.to_string();
+    let via_proxy = format!("postgres://postgres@127.0.0.1:{}/{name}", proxy.port);
+    let config = ws.write_config(&format!(
+        r#"
+environment = "test"
+[database]
+url = "{via_proxy}"
+[django]
+project_dir = "{project}"
+[state]
+dir = "{state}"
+[deploys]
+poll_interval = "200ms"
+[preserve]
+auto = false
+[server]
+listen = "127.0.0.1:0"
+grace_period = "5s"
+"#,
+        project = django_project().display(),
+        state = ws.path().join("state").display(),
+    ));
+
+    // Down at start: up, not ready, and saying which database it waits for.
+    let started = Instant::now();
+    let daemon = Daemon::start(&config);
+    wait_until(
+        "readiness naming the database",
+        Duration::from_secs(10),
+        || {
+            let (status, body) = daemon.get("/readyz");
+            status == 503 && body.contains("cannot connect to") && body.contains(&name)
+        },
+    );
+    std::thread::sleep(Duration::from_secs(6).saturating_sub(started.elapsed()));
+    assert_eq!(daemon.get("/healthz").0, 200);
+    let (status, body) = daemon.get("/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains(&format!("127.0.0.1:{}/{name}", proxy.port)),
+        "{body}"
+    );
+    let attempts = proxy.refused();
+    let gaps: Vec<Duration> = attempts.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(attempts.len() >= 3, "tried {} times in 6 s", attempts.len());
+    assert!(
+        gaps.windows(2)
+            .all(|g| g[1] > g[0] + Duration::from_millis(200)),
+        "the waits between attempts do not grow: {gaps:?}"
+    );
+    proxy.restore();
+    let back = Instant::now();
+    daemon.wait_ready();
+    let ready_after = back.elapsed();
+    assert!(
+        ready_after < Duration::from_secs(10),
+        "ready {ready_after:?} after the database came back"
+    );
+
+    // Cut mid-run: the release is applied meanwhile, straight to the server.
+    let cursor = dropguard::sources::deploys::cursor_path(&ws.path().join("state"));
+    wait_until("the deploy cursor", Duration::from_secs(10), || {
+        cursor.exists()
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    proxy.cut();
+    django(&db.url, &["manage.py", "migrate", "catalog", "0016", "-v0"]);
+    // A poll waits up to the pool's 10 s connect timeout before it fails.
+    wait_until(
+        "the poller to notice the cut",
+        Duration::from_secs(25),
+        || sum_of(&daemon, "dropguard_source_errors_total", "\"poll\"") >= 1.0,
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(daemon.get("/healthz").0, 200);
+    assert!(
+        unpreserved_incident(&daemon).is_none(),
+        "seen through a cut path?"
+    );
+    proxy.restore();
+    let restored = Instant::now();
+    wait_until(
+        "the deploy applied during the cut",
+        Duration::from_secs(30),
+        || unpreserved_incident(&daemon).is_some(),
+    );
+    let caught_up = restored.elapsed();
+    let incident = unpreserved_incident(&daemon).unwrap();
+    assert_eq!(
+        incident["deploy"]["migrations"][0]["migration"],
+        "catalog.0016_remove_product_brand"
+    );
+    assert!(sum_of(&daemon, "dropguard_deploys_total", "") >= 1.0);
+    let stopped = daemon.terminate(Duration::from_secs(10));
+    assert!(stopped.status.success());
+    eprintln!(
+        "database down (test took {:?}): {} attempts at start, gaps {gaps:?}; ready {ready_after:?} after restore; \
+         mid-run deploy seen {caught_up:?} after restore",
+        started.elapsed(),
+        attempts.len()
+    );
+}
+
+#[test]
+fn slack_down_for_two_minutes_gets_the_alert_once_when_it_is_back() {
+    let started = Instant::now();
+    use crate::alerts::{Receiver, Reply};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const REFUSING: Duration = Duration::from_secs(60);
+    const FAILING: Duration = Duration::from_secs(62);
+    let ws = Workspace::new();
+    let port = crate::harness::free_port();
+    let config = ws.write_config(&format!(
+        r#"
+environment = "test"
+[database]
+url = "sqlite://{db}"
+[django]
+project_dir = "{project}"
+[state]
+dir = "state"
+[preserve]
+auto = false
+[alerts]
+max_retry_interval = "10s"
+[alerts.slack]
+webhook_url = "http://127.0.0.1:{port}/services/T0/B0/DOWN"
+[server]
+listen = "127.0.0.1:0"
+grace_period = "5s"
+"#,
+        db = ws.path().join("app.db").display(),
+        project = django_project().display(),
+    ));
+    crate::django_support::sqlite_exec(&ws.path().join("app.db"), "SELECT 1");
+    let daemon = Daemon::start(&config);
+    daemon.wait_ready();
+    let reply = daemon.request(
+        "POST",
+        "/api/v1/deploys",
+        &[("Content-Type", "application/json")],
+        br#"{"migrations": ["catalog.0016_remove_product_brand"]}"#,
+    );
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    wait_until("the incident", Duration::from_secs(20), || {
+        unpreserved_incident(&daemon).is_some()
+    });
+    let down = Instant::now();
+    let depth = "dropguard_alert_outbox_depth";
+    let mut samples = 0;
+    // Refusing connections, then answering 503: healthy, ready, one pending.
+    let watch = |until: Duration, samples: &mut usize| {
+        while down.elapsed() < until {
+            assert_eq!(daemon.get("/healthz").0, 200);
+            let (status, body) = daemon.get("/readyz");
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(metric(&daemon, depth), 1.0, "at {:?}", down.elapsed());
+            *samples += 1;
+            std::thread::sleep(Duration::from_secs(5));
+        }
+    };
+    watch(REFUSING, &mut samples);
+    let accepting = Arc::new(AtomicBool::new(false));
+    let slack = Receiver::start_on(port, {
+        let accepting = accepting.clone();
+        move |_| {
+            Reply::status(if accepting.load(Ordering::SeqCst) {
+                200
+            } else {
+                503
+            })
+        }
+    });
+    watch(REFUSING + FAILING, &mut samples);
+    let refused_for = down.elapsed();
+    accepting.store(true, Ordering::SeqCst);
+    let back = Instant::now();
+    wait_until("the delivery", Duration::from_secs(30), || {
+        !slack.accepted().is_empty()
+    });
+    let delivered_after = back.elapsed();
+    std::thread::sleep(Duration::from_secs(3));
+    let accepted = slack.accepted();
+    assert_eq!(accepted.len(), 1, "{accepted:#?}");
+    let id = unpreserved_incident(&daemon).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        accepted[0].idempotency_key.as_deref(),
+        Some(format!("{id}-opened-slack").as_str())
+    );
+    let failed_503 = slack
+        .seen()
+        .iter()
+        .filter(|s| s.answered == Some(503))
+        .count();
+    assert!(failed_503 >= 2, "{failed_503} requests were answered 503");
+    let retries = metric(
+        &daemon,
+        r#"dropguard_alerts_failed_total{reason="retry",receiver="slack"}"#,
+    );
+    assert!(
+        retries as usize > failed_503,
+        "connection refusals counted too: {retries}"
+    );
+    assert_eq!(
+        metric(&daemon, r#"dropguard_alerts_sent_total{receiver="slack"}"#),
+        1.0
+    );
+    assert_eq!(metric(&daemon, depth), 0.0);
+    assert_eq!(daemon.get("/readyz").0, 200);
+    let stopped = daemon.terminate(Duration::from_secs(10));
+    assert!(stopped.status.success());
+    eprintln!(
+        "slack down {refused_for:?} ({samples} samples of depth 1); {retries} failed tries \
+         ({failed_503} answered 503); delivered {delivered_after:?} after it came back; \
+         test took {:?}",
+        started.elapsed()
+    );
+}
+
+/// A tmpfs at `at` that is remounted read-only after `prepare` ran on it
+/// writable; unmounted on drop.
+struct ReadOnlyDisk {
+    at: PathBuf,
+}
+
+impl ReadOnlyDisk {
+    fn mount(at: &Path, prepare: impl FnOnce()) -> Self {
+        std::fs::create_dir_all(at).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs"])
+            .arg(at)
+            .output()
+            .expect("running mount");
+        assert!(
+            mounted.status.success(),
+            "this test mounts a tmpfs as the vault's disk and needs root (CI runs as root): {}",
+            String::from_utf8_lossy(&mounted.stderr)
+        );
+        let disk = Self {
+            at: at.to_path_buf(),
+        };
+        prepare();
+        let remounted = Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(at)
+            .output()
+            .unwrap();
+        assert!(
+            remounted.status.success(),
+            "{}",
+            String::from_utf8_lossy(&remounted.stderr)
+        );
+        disk
+    }
+}
+
+impl Drop for ReadOnlyDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.at).status();
+    }
+}
+
+#[test]
+fn a_read_only_vault_fails_the_snapshot_cleanly_and_the_drop_is_reported_unprotected() {
+    let ws = Workspace::new();
+    let db = TestDb::create(EngineKind::Sqlite, "rovault");
+    django(&db.url, &["manage.py", "migrate", "-v0"]);
+    django(&db.url, &["manage.py", "migrate", "catalog", "0015", "-v0"]);
+    django(&db.url, &["seed.py"]);
+    let config = config(&ws, &db);
+    // The vault worked (one snapshot in it), then its filesystem went read-only.
+    let _disk = ReadOnlyDisk::mount(&ws.path().join("state/vault"), || {
+        let taken = ws.run(&["preserve", "--table", "django_migrations", "--json"]);
+        assert_eq!(taken.status.code(), Some(0), "{}", stderr(&taken));
+    });
+    let listed_before = ws.run(&["snapshots", "list", "--json"]);
+    assert_eq!(
+        listed_before.status.code(),
+        Some(0),
+        "{}",
+        stderr(&listed_before)
+    );
+    let before: Value = serde_json::from_str(&stdout(&listed_before)).unwrap();
+    assert_eq!(before.as_array().unwrap().len(), 1, "{before:#}");
+    assert_eq!(before[0]["complete"], true);
+    let earlier = before[0]["id"].as_str().unwrap().to_string();
+
+    // By hand: the cause is named, nothing new is listed, the old one still verifies.
+    let preserve = ws.run(&[
+        "preserve",
+        "--migration",
+        "catalog.0016_remove_product_brand",
+    ]);
+    assert_eq!(preserve.status.code(), Some(1), "{}", stdout(&preserve));
+    let err = stderr(&preserve);
+    assert!(err.contains("Read-only file system"), "{err}");
+    let unchanged = || {
+        let listed = ws.run(&["snapshots", "list", "--json"]);
+        assert_eq!(listed.status.code(), Some(0), "{}", stderr(&listed));
+        let listed: Value = serde_json::from_str(&stdout(&listed)).unwrap();
+        assert_eq!(listed, before, "the listing changed on a read-only vault");
+    };
+    unchanged();
+    let verified = ws.run(&["snapshots", "verify", &earlier]);
+    assert_eq!(verified.status.code(), Some(0), "{}", stderr(&verified));
+
+    // The daemon: not ready and saying why, the failure counted, the migration
+    // reported unprotected, and once it is applied anyway, an incident says its
+    // data was not preserved.
+    let daemon = Daemon::start(&config);
+    wait_until("the failed snapshot", Duration::from_secs(30), || {
+        metric(&daemon, r#"dropguard_snapshots_total{outcome="failed"}"#) >= 1.0
+            && metric(&daemon, "dropguard_unprotected_migrations") == 1.0
+    });
+    let (status, body) = daemon.get("/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("Read-only file system"), "{body}");
+    assert_eq!(daemon.get("/healthz").0, 200);
+    django(&db.url, &["manage.py", "migrate", "catalog", "0016", "-v0"]);
+    wait_until("the unpreserved incident", Duration::from_secs(40), || {
+        unpreserved_incident(&daemon).is_some()
+    });
+    let incident = unpreserved_incident(&daemon).unwrap();
+    assert_eq!(
+        incident["deploy"]["migrations"][0]["migration"],
+        "catalog.0016_remove_product_brand"
+    );
+    assert!(
+        incident["deploy"]["migrations"][0]["snapshot"].is_null(),
+        "{incident:#}"
+    );
+    unchanged();
+    let stopped = daemon.terminate(Duration::from_secs(10));
+    assert!(stopped.status.success());
+}

@@ -51,6 +51,16 @@ impl Default for Timing {
 }
 
 impl Timing {
+    /// The production defaults with `alerts.max_retry_interval` as the cap.
+    pub fn with_max_retry(max_retry: Duration) -> Self {
+        let defaults = Self::default();
+        Self {
+            max_retry,
+            first_retry: defaults.first_retry.min(max_retry),
+            ..defaults
+        }
+    }
+
     /// The wait after `failures` consecutive failures (1 for the first), jittered.
     fn backoff(&self, failures: u32) -> Duration {
         let doubled = self
