@@ -342,6 +342,7 @@ async fn watch_deploys(
                 component.not_ready(format!("cannot open the vault: {err}"));
                 crate::actions::autopreserve::Target::Closed {
                     dir: crate::commands::vault_dir(&config),
+                    component: component.clone(),
                 }
             }
         };

@@ -32,10 +32,14 @@ pub const RETRY_AFTER: Duration = Duration::from_secs(30);
 /// The vault snapshots go into: opened, or one that could not be opened at
 /// start (a read-only or missing filesystem), opened again at every pass until
 /// it opens. Until then every migration with data at risk fails to be preserved
-/// and is counted unprotected, rather than silently skipped.
+/// and is counted unprotected, rather than silently skipped, and `component`
+/// (not ready meanwhile) turns ready again once it opens.
 pub enum Target {
     Open(Vault),
-    Closed { dir: std::path::PathBuf },
+    Closed {
+        dir: std::path::PathBuf,
+        component: crate::health::ComponentHandle,
+    },
 }
 
 impl From<Vault> for Target {
@@ -98,18 +102,19 @@ pub async fn run(
         return;
     }
     tracing::info!("preserving pending destructive migrations automatically");
-    let (vault, vault_dir) = match vault.into() {
+    let (vault, vault_dir, waiting) = match vault.into() {
         Target::Open(vault) => {
             let dir = vault.path().to_owned();
-            (Some(vault), dir)
+            (Some(vault), dir, None)
         }
-        Target::Closed { dir } => (None, dir),
+        Target::Closed { dir, component } => (None, dir, Some(component)),
     };
     let mut passer = Passer {
         config: &config,
         db: db.as_ref(),
         vault,
         vault_dir,
+        waiting,
         remote: remote.as_ref(),
         noted: HashSet::new(),
         failures: HashMap::new(),
@@ -169,6 +174,8 @@ struct Passer<'a> {
     /// `None` until the vault at `vault_dir` could be opened.
     vault: Option<Vault>,
     vault_dir: std::path::PathBuf,
+    /// The readiness component that says the vault cannot be opened, until it can.
+    waiting: Option<crate::health::ComponentHandle>,
     remote: Option<&'a Remote>,
     /// Notes and problems already logged: each is logged once, not every pass.
     noted: HashSet<String>,
@@ -213,10 +220,13 @@ impl Passer<'_> {
         let mut states = BTreeMap::new();
         let mut failed = false;
         let mut fetched = false;
-        if self.vault.is_none() && !requests.is_empty() {
+        if self.vault.is_none() {
             match Vault::open(&self.vault_dir) {
                 Ok(vault) => {
                     tracing::info!(vault = %self.vault_dir.display(), "the vault opens again");
+                    if let Some(component) = self.waiting.take() {
+                        component.ready();
+                    }
                     self.vault = Some(vault);
                 }
                 Err(err) => {

@@ -346,7 +346,11 @@ fn slack_down_for_two_minutes_gets_the_alert_once_when_it_is_back() {
     const REFUSING: Duration = Duration::from_secs(60);
     const FAILING: Duration = Duration::from_secs(62);
     let ws = Workspace::new();
-    let port = crate::harness::free_port();
+    // Bound but never listening: connections are refused, and no other test can
+    // take the port until Slack comes back on it.
+    let refusing = tokio::net::TcpSocket::new_v4().unwrap();
+    refusing.bind(([127, 0, 0, 1], 0).into()).unwrap();
+    let port = refusing.local_addr().unwrap().port();
     let config = ws.write_config(&format!(
         r#"
 environment = "test"
@@ -397,6 +401,7 @@ grace_period = "5s"
         }
     };
     watch(REFUSING, &mut samples);
+    drop(refusing);
     let accepting = Arc::new(AtomicBool::new(false));
     let slack = Receiver::start_on(port, {
         let accepting = accepting.clone();
@@ -494,6 +499,22 @@ impl ReadOnlyDisk {
     }
 }
 
+impl ReadOnlyDisk {
+    /// The filesystem writable again, as after an operator's fix.
+    fn make_writable(&self) {
+        let remounted = Command::new("mount")
+            .args(["-o", "remount,rw"])
+            .arg(&self.at)
+            .output()
+            .unwrap();
+        assert!(
+            remounted.status.success(),
+            "{}",
+            String::from_utf8_lossy(&remounted.stderr)
+        );
+    }
+}
+
 impl Drop for ReadOnlyDisk {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.at).status();
@@ -509,7 +530,7 @@ fn a_read_only_vault_fails_the_snapshot_cleanly_and_the_drop_is_reported_unprote
     django(&db.url, &["seed.py"]);
     let config = config(&ws, &db);
     // The vault worked (one snapshot in it), then its filesystem went read-only.
-    let _disk = ReadOnlyDisk::mount(&ws.path().join("state/vault"), || {
+    let disk = ReadOnlyDisk::mount(&ws.path().join("state/vault"), || {
         let taken = ws.run(&["preserve", "--table", "django_migrations", "--json"]);
         assert_eq!(taken.status.code(), Some(0), "{}", stderr(&taken));
     });
@@ -570,6 +591,15 @@ fn a_read_only_vault_fails_the_snapshot_cleanly_and_the_drop_is_reported_unprote
         "{incident:#}"
     );
     unchanged();
+
+    // The disk writable again: a later pass (at most 30 s after a failed one)
+    // opens the vault, and the daemon says it is ready without a restart.
+    disk.make_writable();
+    wait_until(
+        "ready once the vault opens",
+        Duration::from_secs(45),
+        || daemon.get("/readyz").0 == 200,
+    );
     let stopped = daemon.terminate(Duration::from_secs(10));
     assert!(stopped.status.success());
 }
