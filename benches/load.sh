@@ -94,9 +94,12 @@ until curl -sf "$url/readyz" >/dev/null; do sleep 0.1; kill -0 "$daemon"; done
 for f in "$work"/release/*; do
   name=$(basename "$f"); mv "$f" "$project/${name%%--*}/migrations/${name#*--}"
 done
+# At least the 8 of the e2e test, and no new one for 2 s.
+last=0 still=0
 for _ in $(seq 600); do
   complete=$(curl -sf "$url/api/v1/snapshots" | "$py" -c 'import json,sys; print(sum(1 for s in json.load(sys.stdin) if s["complete"]))')
-  ((complete >= 8)) && break
+  if ((complete == last)); then still=$((still + 1)); else still=0 last=$complete; fi
+  ((complete >= 8 && still >= 20)) && break
   sleep 0.1
 done
 echo "snapshots complete: $complete"
