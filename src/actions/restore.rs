@@ -16,7 +16,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::db::{Adapter, DbError, Engine, Session, TableInfo};
+use crate::db::{Adapter, BinaryRows, DbError, Engine, RowEncoder, Session, TableInfo};
 use crate::vault::{
     Checksummer, Manifest, ObjectEntry, ObjectKind, SnapshotId, Value, Vault, VaultError,
 };
@@ -27,6 +27,18 @@ const MAX_PARAMS: usize = 30_000;
 const MAX_BATCH_ROWS: usize = 5_000;
 /// COPY data is handed to the connection in chunks of about this size.
 const COPY_CHUNK_BYTES: usize = 1 << 20;
+/// From this many rows on, the verification re-read is split over several
+/// connections; below it one query is quicker than the splitting.
+const SPLIT_READ_ROWS: u64 = 50_000;
+/// Connections the verification re-read uses at most: the pool holds four, the
+/// advisory lock keeps one, and one stays free for the daemon's other reads
+/// (the deploy watcher) while a long re-read runs.
+const READ_PARTS: usize = 2;
+/// The savepoint a binary COPY runs under, so a value it cannot carry exactly
+/// leaves the transaction as it was.
+const BINARY_SAVEPOINT: &str = "dropguard_binary_load";
+/// Rows handed to the hashing thread at a time.
+const HASH_BATCH_ROWS: usize = 1_024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
@@ -423,7 +435,10 @@ async fn restore_object(
             )
             .await?;
         if existing == 0 {
-            load_rows(
+            let started = std::time::Instant::now();
+            // The server's own count of the rows it took (COPY's, or the
+            // INSERTs' affected rows) into a table that held none.
+            let loaded = load_rows(
                 engine,
                 session.as_mut(),
                 vault,
@@ -434,12 +449,7 @@ async fn restore_object(
                 &types,
             )
             .await?;
-            let loaded = session
-                .count(
-                    &format!("SELECT COUNT(*) FROM {}", sql.target),
-                    &what("counting"),
-                )
-                .await?;
+            tracing::debug!(table = %object.table, seconds = started.elapsed().as_secs_f64(), "loaded");
             if loaded != object.rows {
                 return Err(RestoreError::VerificationFailed {
                     table: object.table.clone(),
@@ -466,7 +476,7 @@ async fn restore_object(
             if let Some(progress) = crate::progress::current() {
                 progress.phase(format!("verifying {}", object.table));
             }
-            report.verification = checksum_or_compared(db, object, table, loaded).await?;
+            report.verification = checksum_or_compared(db, object, table, loaded, false).await?;
             tracing::debug!(table = %object.table, seconds = started.elapsed().as_secs_f64(), "verified");
             return Ok(report);
         }
@@ -609,7 +619,7 @@ async fn restore_object(
     if let Some(progress) = crate::progress::current() {
         progress.phase(format!("verifying {}", object.table));
     }
-    report.verification = checksum_or_compared(db, object, table, compared).await?;
+    report.verification = checksum_or_compared(db, object, table, compared, true).await?;
     Ok(report)
 }
 
@@ -704,8 +714,8 @@ async fn restore_column(
 /// Streams the snapshot's rows into table `into` (the staging table, or an empty
 /// target): by one COPY where the engine has it, the rows encoded on the blocking
 /// thread that reads the vault, so that decoding overlaps the server's work; else
-/// in multi-row INSERTs. A vault error after part of the rows went in is returned
-/// before anything is committed.
+/// in multi-row INSERTs. Returns the rows the server took. A vault error after
+/// part of the rows went in is returned before anything is committed.
 #[allow(clippy::too_many_arguments)] // one call site each way; a struct would only rename them
 async fn load_rows(
     engine: Engine,
@@ -716,8 +726,7 @@ async fn load_rows(
     object: &ObjectEntry,
     into: &str,
     types: &[&str],
-) -> Result<(), RestoreError> {
-    let rows = vault.read_object(id, index)?;
+) -> Result<u64, RestoreError> {
     let progress = crate::progress::current();
     if let Some(progress) = &progress {
         progress.phase(format!("restoring {}", object.table));
@@ -729,38 +738,55 @@ async fn load_rows(
         }
     };
     if let Some(encode) = engine.bulk_encoder() {
-        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(4);
-        let reader = tokio::task::spawn_blocking(move || -> Result<(), VaultError> {
-            let mut chunk = Vec::with_capacity(COPY_CHUNK_BYTES + 4096);
-            let mut in_chunk = 0;
-            for row in rows {
-                encode(&row?, &mut chunk);
-                in_chunk += 1;
-                if chunk.len() >= COPY_CHUNK_BYTES {
-                    counted(std::mem::take(&mut in_chunk));
-                    let full =
-                        std::mem::replace(&mut chunk, Vec::with_capacity(COPY_CHUNK_BYTES + 4096));
-                    if tx.blocking_send(full).is_err() {
-                        return Ok(()); // the COPY failed; its error is the one reported
-                    }
+        // The binary format where every column has an exact one, under a
+        // savepoint: a value it cannot carry rolls back to it, and the rows go
+        // in as text instead.
+        if let Some(binary) = BinaryRows::for_types(types) {
+            session
+                .execute(
+                    &format!("SAVEPOINT {BINARY_SAVEPOINT}"),
+                    &[],
+                    "starting a binary load",
+                )
+                .await?;
+            let rows = vault.read_object(id, index)?;
+            match copy_rows(
+                session,
+                rows,
+                object,
+                into,
+                CopyFormat::Binary(binary),
+                &counted,
+            )
+            .await?
+            {
+                Some(loaded) => return Ok(loaded),
+                None => {
+                    tracing::debug!(table = %object.table, "a value has no exact binary form; loading as text");
+                    session
+                        .execute(
+                            &format!("ROLLBACK TO SAVEPOINT {BINARY_SAVEPOINT}"),
+                            &[],
+                            "undoing a binary load",
+                        )
+                        .await?;
                 }
             }
-            if !chunk.is_empty() {
-                counted(in_chunk);
-                let _ = tx.blocking_send(chunk);
-            }
-            Ok(())
-        });
-        let copied = session.copy_in(into, &object.row_columns, &mut rx).await;
-        drop(rx);
-        let read = reader
-            .await
-            .map_err(|err| RestoreError::Reader(err.to_string()))?;
-        copied?;
-        read?;
-        return Ok(());
+        }
+        let rows = vault.read_object(id, index)?;
+        return copy_rows(
+            session,
+            rows,
+            object,
+            into,
+            CopyFormat::Text(encode),
+            &counted,
+        )
+        .await?
+        .ok_or_else(|| RestoreError::Reader("the text format refused a row".to_string()));
     }
 
+    let rows = vault.read_object(id, index)?;
     let width = object.row_columns.len();
     let batch_rows = (MAX_PARAMS / width.max(1)).clamp(1, MAX_BATCH_ROWS);
     let (tx, mut rx) = mpsc::channel::<Result<Vec<Vec<Value>>, VaultError>>(4);
@@ -812,6 +838,7 @@ async fn load_rows(
         )
     };
     let full_batch = insert_for(batch_rows);
+    let mut loaded = 0;
     while let Some(batch) = rx.recv().await {
         let batch = batch?;
         let last_batch;
@@ -822,7 +849,7 @@ async fn load_rows(
             &last_batch
         };
         let values: Vec<Value> = batch.into_iter().flatten().collect();
-        session
+        loaded += session
             .execute(
                 insert,
                 &values,
@@ -833,35 +860,105 @@ async fn load_rows(
     reader
         .await
         .map_err(|err| RestoreError::Reader(err.to_string()))?;
-    Ok(())
+    Ok(loaded)
+}
+
+/// How [`copy_rows`] encodes rows.
+enum CopyFormat {
+    Text(RowEncoder),
+    Binary(BinaryRows),
+}
+
+/// One COPY of `rows` into `into`, the rows encoded on a blocking thread while
+/// the server loads the chunks before. The rows the server took; `None` when a
+/// value had no binary form (the rows before it went in: the caller undoes them).
+async fn copy_rows(
+    session: &mut dyn Session,
+    rows: crate::vault::ObjectRows,
+    object: &ObjectEntry,
+    into: &str,
+    format: CopyFormat,
+    counted: &(impl Fn(usize) + Clone + Send + 'static),
+) -> Result<Option<u64>, RestoreError> {
+    let binary = matches!(format, CopyFormat::Binary(_));
+    let counted = counted.clone();
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(4);
+    let reader = tokio::task::spawn_blocking(move || -> Result<bool, VaultError> {
+        let mut chunk = Vec::with_capacity(COPY_CHUNK_BYTES + 4096);
+        let mut in_chunk = 0;
+        if binary {
+            BinaryRows::header(&mut chunk);
+        }
+        for row in rows {
+            let row = row?;
+            match &format {
+                CopyFormat::Text(encode) => encode(&row, &mut chunk),
+                CopyFormat::Binary(encoder) => {
+                    if encoder.row(&row, &mut chunk).is_err() {
+                        // What is complete still goes, so the COPY ends cleanly.
+                        let _ = tx.blocking_send(chunk);
+                        return Ok(false);
+                    }
+                }
+            }
+            in_chunk += 1;
+            if chunk.len() >= COPY_CHUNK_BYTES {
+                counted(std::mem::take(&mut in_chunk));
+                let full =
+                    std::mem::replace(&mut chunk, Vec::with_capacity(COPY_CHUNK_BYTES + 4096));
+                if tx.blocking_send(full).is_err() {
+                    return Ok(true); // the COPY failed; its error is the one reported
+                }
+            }
+        }
+        if binary {
+            BinaryRows::trailer(&mut chunk);
+        }
+        if !chunk.is_empty() {
+            counted(in_chunk);
+            let _ = tx.blocking_send(chunk);
+        }
+        Ok(true)
+    });
+    let copied = session
+        .copy_in(into, &object.row_columns, binary, &mut rx)
+        .await;
+    drop(rx);
+    let complete = reader
+        .await
+        .map_err(|err| RestoreError::Reader(err.to_string()))?;
+    let copied = copied?;
+    if !complete? {
+        return Ok(None);
+    }
+    copied
+        .map(Some)
+        .ok_or_else(|| RestoreError::Reader(format!("no bulk load into {into}")))
 }
 
 /// After commit: when the object holds exactly the snapshot's rows, its checksum
 /// recomputed from the database must be the manifest's; otherwise the in-
-/// transaction comparison stands.
+/// transaction comparison stands. `count_first`: count the live rows before
+/// reading them all (a column restore into a table that may have grown); after a
+/// load into an empty table the read's own row count decides instead.
 async fn checksum_or_compared(
     db: &dyn Adapter,
     object: &ObjectEntry,
     table: &TableInfo,
     compared: u64,
+    count_first: bool,
 ) -> Result<Verification, RestoreError> {
-    let live_rows = db.count_rows(&object.table).await?;
-    if live_rows != object.rows || compared != object.rows {
+    if compared != object.rows
+        || (count_first && db.count_rows(&object.table).await? != object.rows)
+    {
         return Ok(Verification::Compared { rows: compared });
     }
-    let mut checksum = Checksummer::new();
-    // The snapshot's own column order: the key, then the rest as preserved.
-    let columns: Vec<String> = object
-        .row_columns
-        .iter()
-        .filter(|c| !object.primary_key.contains(c))
-        .cloned()
-        .collect();
-    let mut rows = db.stream_rows(table, &columns);
-    while let Some(row) = rows.next().await {
-        checksum.add_row(&row?)?;
+    let found = read_back(db, object, table).await?.checksum();
+    if found.rows != object.rows {
+        // Rows were written since commit: the table no longer holds only the
+        // snapshot's rows.
+        return Ok(Verification::Compared { rows: compared });
     }
-    let found = checksum.checksum();
     if found != object.checksum() {
         return Err(RestoreError::VerificationFailed {
             table: object.table.clone(),
@@ -872,4 +969,78 @@ async fn checksum_or_compared(
         });
     }
     Ok(Verification::Checksum)
+}
+
+/// The checksum of the object's rows as the database holds them now. The sum
+/// does not depend on row order, so a large table is read in parts on several
+/// connections at once and the parts' sums added; each part's rows are hashed
+/// on a thread of its own while the next ones arrive.
+async fn read_back(
+    db: &dyn Adapter,
+    object: &ObjectEntry,
+    table: &TableInfo,
+) -> Result<Checksummer, RestoreError> {
+    // The snapshot's own column order: the key, then the rest as preserved.
+    let columns: Vec<String> = object
+        .row_columns
+        .iter()
+        .filter(|c| !object.primary_key.contains(c))
+        .cloned()
+        .collect();
+    let parts = if object.rows >= SPLIT_READ_ROWS {
+        READ_PARTS
+    } else {
+        1
+    };
+    let streams = match db.split_rows(table, &columns, parts).await? {
+        Some(streams) => streams,
+        None => vec![db.stream_rows(table, &columns)],
+    };
+    let sums = futures_util::future::try_join_all(streams.into_iter().map(hash_stream)).await?;
+    let mut total = Checksummer::new();
+    for sum in &sums {
+        total.merge(sum);
+    }
+    Ok(total)
+}
+
+/// Sums one stream of rows, handing them in batches to a blocking thread that
+/// encodes and hashes them, so the async side only receives and decodes.
+async fn hash_stream(mut rows: crate::db::RowStream<'_>) -> Result<Checksummer, RestoreError> {
+    let (tx, mut rx) = mpsc::channel::<Vec<Vec<Value>>>(4);
+    let hasher = tokio::task::spawn_blocking(move || -> Result<Checksummer, VaultError> {
+        let mut checksum = Checksummer::new();
+        while let Some(batch) = rx.blocking_recv() {
+            for row in &batch {
+                checksum.add_row(row)?;
+            }
+        }
+        Ok(checksum)
+    });
+    let mut batch = Vec::with_capacity(HASH_BATCH_ROWS);
+    let mut read = Ok(());
+    while let Some(row) = rows.next().await {
+        match row {
+            Ok(row) => batch.push(row),
+            Err(err) => {
+                read = Err(err);
+                break;
+            }
+        }
+        if batch.len() == HASH_BATCH_ROWS {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(HASH_BATCH_ROWS));
+            if tx.send(full).await.is_err() {
+                break; // the hasher stopped; its error is the one reported
+            }
+        }
+    }
+    if read.is_ok() && !batch.is_empty() {
+        let _ = tx.send(batch).await;
+    }
+    drop(tx);
+    let hashed = hasher
+        .await
+        .map_err(|err| RestoreError::Reader(err.to_string()))?;
+    read?;
+    Ok(hashed?)
 }

@@ -190,13 +190,77 @@ macro_rules! pool_reads {
                         }),
                 )
             }
+
+            /// [`Adapter::split_rows`](crate::db::Adapter::split_rows) over the
+            /// pool: one query per range of the first key column, each on its
+            /// own pooled connection, decoded as `$kind` says.
+            async fn split_kinds<'a>(
+                &'a self,
+                table: &'a $crate::db::TableInfo,
+                columns: &'a [String],
+                parts: usize,
+            ) -> Result<Option<Vec<$crate::db::RowStream<'a>>>, $crate::db::DbError> {
+                use futures_util::StreamExt;
+                let Some(key) = $crate::db::integer_split_key($engine, table) else {
+                    return Ok(None);
+                };
+                if parts < 2 {
+                    return Ok(None);
+                }
+                let selected = table.row_columns(columns)?;
+                let what = format!("reading rows of {}", table.name);
+                let bounds: (Option<i64>, Option<i64>) = sqlx::query_as(sqlx::AssertSqlSafe(
+                    $crate::db::key_bounds_sql($engine, table, key),
+                ))
+                .fetch_one(&self.pool)
+                .await
+                .map_err($crate::db::DbError::query(what.clone()))?;
+                let (Some(min), Some(max)) = bounds else {
+                    return Ok(None);
+                };
+                let kinds: Vec<$kind> = selected
+                    .iter()
+                    .map(|c| $kind::of(&c.declared_type))
+                    .collect();
+                let exprs: Vec<String> = selected
+                    .iter()
+                    .zip(&kinds)
+                    .map(|(column, kind)| kind.select(&$engine.quote(&column.name)))
+                    .collect();
+                let sql = $crate::db::range_select_sql($engine, table, &exprs, key);
+                let streams = $crate::db::key_ranges(min, max, parts)
+                    .into_iter()
+                    .map(|(low, high)| {
+                        let kinds = kinds.clone();
+                        let what = what.clone();
+                        let stream = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                            .bind(low)
+                            .bind(high)
+                            .fetch(&self.pool)
+                            .map(move |row| {
+                                let row = row.map_err($crate::db::DbError::query(what.clone()))?;
+                                kinds
+                                    .iter()
+                                    .enumerate()
+                                    .map(|(i, kind)| kind.decode(&row, i))
+                                    .collect::<Result<Vec<_>, _>>()
+                                    .map_err($crate::db::DbError::query(what.clone()))
+                            });
+                        Box::pin(stream) as $crate::db::RowStream<'a>
+                    })
+                    .collect();
+                Ok(Some(streams))
+            }
         }
     };
 }
 
 mod mysql;
+mod pg_binary;
 mod postgres;
 mod sqlite;
+
+pub use pg_binary::{BinaryRows, Unencodable};
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -539,6 +603,80 @@ pub(crate) fn failed_stream<'a>(err: DbError) -> RowStream<'a> {
     Box::pin(futures_util::stream::once(async { Err(err) }))
 }
 
+/// The first key column of `table` when it is an integer type whose every value
+/// fits an `i64`: its ranges split the table's rows into disjoint parts (a key
+/// column is never NULL, so every row falls in exactly one range).
+pub(crate) fn integer_split_key(engine: Engine, table: &TableInfo) -> Option<&ColumnInfo> {
+    let key = table.column(table.primary_key.first()?)?;
+    let t = key.declared_type.to_ascii_lowercase();
+    let integer = match engine {
+        Engine::Postgres => matches!(t.as_str(), "smallint" | "integer" | "bigint"),
+        Engine::Mysql => {
+            let base = t.split(['(', ' ']).next().unwrap_or("");
+            match base {
+                "tinyint" | "smallint" | "mediumint" | "int" | "integer" => true,
+                // An unsigned bigint can exceed i64.
+                "bigint" => !t.contains("unsigned"),
+                _ => false,
+            }
+        }
+        Engine::Sqlite => false,
+    };
+    integer.then_some(key)
+}
+
+/// `SELECT MIN(key), MAX(key)` of `table` as 64-bit integers (NULLs when empty).
+pub(crate) fn key_bounds_sql(engine: Engine, table: &TableInfo, key: &ColumnInfo) -> String {
+    let int = match engine {
+        Engine::Mysql => "SIGNED",
+        Engine::Postgres | Engine::Sqlite => "BIGINT",
+    };
+    let k = engine.quote(&key.name);
+    format!(
+        "SELECT CAST(MIN({k}) AS {int}), CAST(MAX({k}) AS {int}) {}",
+        own_from(engine, &table.name)
+    )
+}
+
+/// `SELECT <exprs> FROM <table> … AND key BETWEEN <low> AND <high>`, both bounds
+/// bound as 64-bit integers, in no particular order.
+pub(crate) fn range_select_sql(
+    engine: Engine,
+    table: &TableInfo,
+    exprs: &[String],
+    key: &ColumnInfo,
+) -> String {
+    format!(
+        "SELECT {} {} AND {} BETWEEN {} AND {}",
+        exprs.join(", "),
+        own_from(engine, &table.name),
+        engine.quote(&key.name),
+        engine.placeholder(1, "bigint"),
+        engine.placeholder(2, "bigint"),
+    )
+}
+
+/// `[min, max]` cut into at most `parts` adjacent, non-empty, inclusive ranges
+/// of nearly equal width that together cover it exactly.
+pub(crate) fn key_ranges(min: i64, max: i64, parts: usize) -> Vec<(i64, i64)> {
+    if max < min {
+        return Vec::new();
+    }
+    let span = i128::from(max) - i128::from(min) + 1;
+    let parts = i128::try_from(parts.max(1)).unwrap_or(1).min(span);
+    (0..parts)
+        .map(|i| {
+            // Within [min, max] by construction, so the conversions cannot fail.
+            let low = i128::from(min) + span * i / parts;
+            let high = i128::from(min) + span * (i + 1) / parts - 1;
+            (
+                i64::try_from(low).unwrap_or(min),
+                i64::try_from(high).unwrap_or(max),
+            )
+        })
+        .collect()
+}
+
 /// A stream of rows, each the values of `TableInfo::row_columns` in that order.
 pub type RowStream<'a> = BoxStream<'a, Result<Vec<Value>, DbError>>;
 
@@ -614,6 +752,23 @@ pub trait Adapter: Send + Sync {
     /// Streams `table.row_columns(columns)` of every row, in primary-key order,
     /// without holding the table in memory.
     fn stream_rows<'a>(&'a self, table: &'a TableInfo, columns: &'a [String]) -> RowStream<'a>;
+
+    /// The rows of [`stream_rows`](Adapter::stream_rows), in no particular order,
+    /// split by ranges of the first key column into at most `parts` streams, each
+    /// on a connection of its own, that together yield every row exactly once:
+    /// for a reader whose result does not depend on order (a checksum), so that
+    /// the server reads the parts in parallel. `None` when the table does not
+    /// split so (its first key column is not an integer, it is empty, `parts` is
+    /// below two, or the engine has one connection): `stream_rows` is then the
+    /// one stream. Each part has its own snapshot of the table.
+    async fn split_rows<'a>(
+        &'a self,
+        _table: &'a TableInfo,
+        _columns: &'a [String],
+        _parts: usize,
+    ) -> Result<Option<Vec<RowStream<'a>>>, DbError> {
+        Ok(None)
+    }
 
     /// Rows of `table`.
     async fn count_rows(&self, table: &str) -> Result<u64, DbError> {
@@ -749,15 +904,18 @@ pub trait Session: Send {
 
     /// Bulk-loads into `table` by the engine's fastest path: one COPY fed with
     /// the chunks `chunks` yields, rows already encoded by the engine's
-    /// [`Engine::bulk_encoder`] off the async thread. `false` when the engine has
-    /// no such path and multi-row INSERTs must do.
+    /// [`Engine::bulk_encoder`] off the async thread; returns the rows the
+    /// server loaded. `None` when the engine has no such path and multi-row
+    /// INSERTs must do.
+    /// `binary`: the chunks are COPY's binary format ([`BinaryRows`]), not text.
     async fn copy_in(
         &mut self,
         _table: &str,
         _columns: &[String],
+        _binary: bool,
         _chunks: &mut tokio::sync::mpsc::Receiver<Vec<u8>>,
-    ) -> Result<bool, DbError> {
-        Ok(false)
+    ) -> Result<Option<u64>, DbError> {
+        Ok(None)
     }
 
     async fn commit(self: Box<Self>) -> Result<(), DbError>;
@@ -811,6 +969,74 @@ mod tests {
         }
         assert_eq!(parse_applied("yesterday"), None);
         assert_eq!(parse_applied(""), None);
+    }
+
+    #[test]
+    fn key_ranges_cover_the_span_exactly_once() {
+        for (min, max, parts) in [
+            (1, 1_000_000, 3),
+            (1, 2, 3),
+            (5, 5, 4),
+            (-10, 10, 2),
+            (i64::MIN, i64::MAX, 3),
+            (i64::MAX - 1, i64::MAX, 8),
+            (0, 99, 1),
+        ] {
+            let ranges = key_ranges(min, max, parts);
+            assert!(
+                !ranges.is_empty() && ranges.len() <= parts,
+                "{min}..{max}/{parts}"
+            );
+            assert_eq!(ranges[0].0, min);
+            assert_eq!(ranges[ranges.len() - 1].1, max);
+            for (low, high) in &ranges {
+                assert!(low <= high, "{ranges:?}");
+            }
+            for pair in ranges.windows(2) {
+                assert_eq!(
+                    i128::from(pair[0].1) + 1,
+                    i128::from(pair[1].0),
+                    "{ranges:?}"
+                );
+            }
+        }
+        assert!(key_ranges(3, 2, 2).is_empty());
+    }
+
+    #[test]
+    fn only_integer_first_keys_split() {
+        let table = |declared: &str| TableInfo {
+            name: "t".into(),
+            columns: vec![ColumnInfo {
+                name: "k".into(),
+                declared_type: declared.into(),
+                nullable: false,
+            }],
+            primary_key: vec!["k".into()],
+            foreign_keys: Vec::new(),
+            generated_key: None,
+        };
+        for (engine, declared, splits) in [
+            (Engine::Postgres, "bigint", true),
+            (Engine::Postgres, "integer", true),
+            (Engine::Postgres, "numeric(20,0)", false),
+            (Engine::Postgres, "uuid", false),
+            (Engine::Mysql, "int(11)", true),
+            (Engine::Mysql, "bigint(20)", true),
+            (Engine::Mysql, "int(10) unsigned", true),
+            (Engine::Mysql, "bigint(20) unsigned", false),
+            (Engine::Mysql, "varchar(40)", false),
+            (Engine::Sqlite, "integer", false),
+        ] {
+            assert_eq!(
+                integer_split_key(engine, &table(declared)).is_some(),
+                splits,
+                "{engine} {declared}"
+            );
+        }
+        let mut keyless = table("bigint");
+        keyless.primary_key.clear();
+        assert!(integer_split_key(Engine::Postgres, &keyless).is_none());
     }
 
     #[test]

@@ -154,6 +154,15 @@ impl Adapter for Mysql {
         self.stream_kinds(table, columns)
     }
 
+    async fn split_rows<'a>(
+        &'a self,
+        table: &'a TableInfo,
+        columns: &'a [String],
+        parts: usize,
+    ) -> Result<Option<Vec<RowStream<'a>>>, DbError> {
+        self.split_kinds(table, columns, parts).await
+    }
+
     async fn count(&self, sql: &str, what: &str) -> Result<u64, DbError> {
         self.pool_count(sql, what).await
     }

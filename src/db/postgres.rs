@@ -148,6 +148,15 @@ impl Adapter for Postgres {
         self.stream_kinds(table, columns)
     }
 
+    async fn split_rows<'a>(
+        &'a self,
+        table: &'a TableInfo,
+        columns: &'a [String],
+        parts: usize,
+    ) -> Result<Option<Vec<RowStream<'a>>>, DbError> {
+        self.split_kinds(table, columns, parts).await
+    }
+
     async fn count(&self, sql: &str, what: &str) -> Result<u64, DbError> {
         self.pool_count(sql, what).await
     }
@@ -317,14 +326,16 @@ session!(
             &mut self,
             table: &str,
             columns: &[String],
+            binary: bool,
             chunks: &mut tokio::sync::mpsc::Receiver<Vec<u8>>,
-        ) -> Result<bool, DbError> {
+        ) -> Result<Option<u64>, DbError> {
             let what = format!("copying rows into {table}");
             let quoted: Vec<String> = columns.iter().map(|c| Engine::Postgres.quote(c)).collect();
             let statement = format!(
-                "COPY {} ({}) FROM STDIN",
+                "COPY {} ({}) FROM STDIN{}",
                 Engine::Postgres.quote(table),
-                quoted.join(", ")
+                quoted.join(", "),
+                if binary { " WITH (FORMAT binary)" } else { "" }
             );
             let mut copy = self
                 .tx
@@ -337,8 +348,8 @@ session!(
                     return Err(DbError::query(what)(err));
                 }
             }
-            copy.finish().await.map_err(DbError::query(what))?;
-            Ok(true)
+            let rows = copy.finish().await.map_err(DbError::query(what))?;
+            Ok(Some(rows))
         }
     }
 );
