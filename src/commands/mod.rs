@@ -44,27 +44,33 @@ pub fn remote(config: &Config) -> Result<Option<Remote>, RemoteError> {
 }
 
 /// The vault for a command that only reads it (`snapshots list|show|verify`):
-/// opened and synced as usual, or, when that fails on a vault that exists (its
-/// filesystem went read-only, say), read as it stands. A snapshot half-written
-/// there is still never listed complete.
+/// opened and synced as usual, or, when the local vault exists but cannot be
+/// opened for writing (its filesystem went read-only, say), read as it stands.
+/// A snapshot half-written there is still never listed complete. A mirror that
+/// cannot be reached is an error either way, as for every other command.
 pub async fn open_vault_for_reading(config: &Config) -> anyhow::Result<Vault> {
-    let err = match open_synced_vault(config).await {
-        Ok(vault) => return Ok(vault),
-        Err(err) => err,
+    let vault = match open_vault(config) {
+        Ok(vault) => vault,
+        Err(err) => match Vault::open_read_only(vault_dir(config)) {
+            Ok(vault) => {
+                tracing::warn!(error = %err, "the vault cannot be opened for writing; reading it as it stands");
+                return Ok(vault);
+            }
+            Err(_) => return Err(anyhow::Error::new(err).context("opening the vault")),
+        },
     };
-    match Vault::open_read_only(vault_dir(config)) {
-        Ok(vault) => {
-            tracing::warn!(error = %format!("{err:#}"), "the vault cannot be opened for writing; reading it as it stands");
-            Ok(vault)
-        }
-        Err(_) => Err(err),
-    }
+    sync(config, vault).await
 }
 
 /// Opens the local vault and brings in what the mirror has that it lacks.
 pub async fn open_synced_vault(config: &Config) -> anyhow::Result<Vault> {
     use anyhow::Context;
-    let vault = open_vault(config).context("opening the vault")?;
+    sync(config, open_vault(config).context("opening the vault")?).await
+}
+
+/// Brings into `vault` what the configured mirror has that it lacks.
+async fn sync(config: &Config, vault: Vault) -> anyhow::Result<Vault> {
+    use anyhow::Context;
     if let Some(remote) = remote(config)? {
         remote
             .fetch_missing(&vault)
