@@ -170,20 +170,17 @@ impl Signatures {
                         .map(|m| String::from_utf8_lossy(m.as_bytes()).into_owned())
                 };
                 let (table, column) = match signature.shape {
-                    Shape::Table => (group("table").map(|t| last_part(&t)), None),
+                    Shape::Table => (group("table").and_then(|t| last_part(&t)), None),
                     Shape::TableColumn => (
-                        group("table").map(|t| last_part(&t)),
-                        group("column").map(|c| unquote(&c)),
+                        group("table").and_then(|t| last_part(&t)),
+                        group("column").and_then(|c| last_part(&c)),
                     ),
                     Shape::User => {
                         let mut parts = split_parts(&group("column").unwrap_or_default());
                         let column = parts.pop();
                         let table = group("table")
-                            .map(|t| last_part(&t))
+                            .and_then(|t| last_part(&t))
                             .or_else(|| parts.pop());
-                        if table.is_none() && column.is_none() {
-                            continue;
-                        }
                         (table, column)
                     }
                     Shape::Qualified => {
@@ -195,6 +192,11 @@ impl Signatures {
                         }
                     }
                 };
+                // A quote with nothing in it (`no such table: [`, the rest cut
+                // or not UTF-8) names nothing: it is not a missing object.
+                if table.is_none() && column.is_none() {
+                    continue;
+                }
                 let missing = Missing {
                     table,
                     column,
@@ -245,12 +247,10 @@ fn split_parts(text: &str) -> Vec<String> {
         .collect()
 }
 
-fn last_part(text: &str) -> String {
-    split_parts(text).pop().unwrap_or_default()
-}
-
-fn unquote(text: &str) -> String {
-    last_part(text)
+/// The last part of `a.b.c`, unquoted and lower case; none when only quotes
+/// and dots were there.
+fn last_part(text: &str) -> Option<String> {
+    split_parts(text).pop()
 }
 
 #[cfg(test)]
@@ -432,5 +432,27 @@ mod tests {
         assert_eq!(split_parts("`shop`.`t`"), ["shop", "t"]);
         assert_eq!(split_parts("[main].[t]"), ["main", "t"]);
         assert_eq!(split_parts(r#""a.b""#), ["a.b"]);
+    }
+
+    /// Found by the `log_signatures` fuzz target: a quote with no name after it
+    /// (the rest cut, or bytes that are not UTF-8) was reported as table "".
+    #[test]
+    fn a_quote_with_no_name_in_it_names_nothing() {
+        let signatures = Signatures::built_in();
+        for text in [
+            &b"sqlite3.OperationalError: no such table: [\xcdcatalog_product"[..],
+            b"sqlite3.OperationalError: no such table: [",
+            b"sqlite3.OperationalError: no such table: \"\"",
+            b"psycopg2.errors.UndefinedTable: relation \"\" does not exist",
+        ] {
+            for missing in signatures.find(text) {
+                assert!(
+                    missing.table.as_deref().is_some_and(|t| !t.is_empty())
+                        || missing.column.is_some(),
+                    "{missing:?} from {}",
+                    String::from_utf8_lossy(text)
+                );
+            }
+        }
     }
 }
