@@ -12,16 +12,22 @@ use serde_json::Value;
 use crate::django_support::{django, django_project};
 use crate::harness::{Daemon, EngineKind, TestDb, Workspace, stderr, stdout};
 
-/// A tmpfs of 1 MiB at `at`, filled to the last byte; unmounted on drop.
-struct FullDisk {
+/// A small tmpfs at `at`, the vault's disk; unmounted on drop.
+struct Tmpfs {
     at: PathBuf,
 }
 
-impl FullDisk {
-    fn mount(at: &Path) -> Self {
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Self {
         std::fs::create_dir_all(at).unwrap();
         let mounted = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
             .arg(at)
             .output()
             .expect("running mount");
@@ -30,10 +36,14 @@ impl FullDisk {
             "this test mounts a small tmpfs as the vault's disk and needs root (CI runs as root): {}",
             String::from_utf8_lossy(&mounted.stderr)
         );
-        let disk = Self {
+        Self {
             at: at.to_path_buf(),
-        };
-        // Fill it: writes stop with ENOSPC.
+        }
+    }
+
+    /// A tmpfs of 1 MiB filled to the last byte: writes stop with ENOSPC.
+    fn full(at: &Path) -> Self {
+        let disk = Self::mount(at, "1m");
         let filled = Command::new("dd")
             .args(["if=/dev/zero", "bs=4096"])
             .arg(format!("of={}", at.join("filler").display()))
@@ -42,9 +52,23 @@ impl FullDisk {
         assert!(!filled.status.success(), "the tmpfs did not fill up");
         disk
     }
+
+    /// `ro` or `rw`, as a filesystem going read-only or an operator's fix.
+    fn remount(&self, mode: &str) {
+        let remounted = Command::new("mount")
+            .args(["-o", &format!("remount,{mode}")])
+            .arg(&self.at)
+            .output()
+            .unwrap();
+        assert!(
+            remounted.status.success(),
+            "{}",
+            String::from_utf8_lossy(&remounted.stderr)
+        );
+    }
 }
 
-impl Drop for FullDisk {
+impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.at).status();
     }
@@ -95,7 +119,7 @@ fn a_full_vault_disk_fails_the_snapshot_cleanly_and_the_drop_is_reported_unprote
     django(&db.url, &["manage.py", "migrate", "catalog", "0015", "-v0"]);
     django(&db.url, &["seed.py"]);
     let config = config(&ws, &db);
-    let _disk = FullDisk::mount(&ws.path().join("state/vault"));
+    let _disk = Tmpfs::full(&ws.path().join("state/vault"));
 
     // By hand: the cause is named, nothing is listed.
     let preserve = ws.run(&[
@@ -462,65 +486,6 @@ grace_period = "5s"
     );
 }
 
-/// A tmpfs at `at` that is remounted read-only after `prepare` ran on it
-/// writable; unmounted on drop.
-struct ReadOnlyDisk {
-    at: PathBuf,
-}
-
-impl ReadOnlyDisk {
-    fn mount(at: &Path, prepare: impl FnOnce()) -> Self {
-        std::fs::create_dir_all(at).unwrap();
-        let mounted = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs"])
-            .arg(at)
-            .output()
-            .expect("running mount");
-        assert!(
-            mounted.status.success(),
-            "this test mounts a tmpfs as the vault's disk and needs root (CI runs as root): {}",
-            String::from_utf8_lossy(&mounted.stderr)
-        );
-        let disk = Self {
-            at: at.to_path_buf(),
-        };
-        prepare();
-        let remounted = Command::new("mount")
-            .args(["-o", "remount,ro"])
-            .arg(at)
-            .output()
-            .unwrap();
-        assert!(
-            remounted.status.success(),
-            "{}",
-            String::from_utf8_lossy(&remounted.stderr)
-        );
-        disk
-    }
-}
-
-impl ReadOnlyDisk {
-    /// The filesystem writable again, as after an operator's fix.
-    fn make_writable(&self) {
-        let remounted = Command::new("mount")
-            .args(["-o", "remount,rw"])
-            .arg(&self.at)
-            .output()
-            .unwrap();
-        assert!(
-            remounted.status.success(),
-            "{}",
-            String::from_utf8_lossy(&remounted.stderr)
-        );
-    }
-}
-
-impl Drop for ReadOnlyDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.at).status();
-    }
-}
-
 #[test]
 fn a_read_only_vault_fails_the_snapshot_cleanly_and_the_drop_is_reported_unprotected() {
     let ws = Workspace::new();
@@ -530,10 +495,10 @@ fn a_read_only_vault_fails_the_snapshot_cleanly_and_the_drop_is_reported_unprote
     django(&db.url, &["seed.py"]);
     let config = config(&ws, &db);
     // The vault worked (one snapshot in it), then its filesystem went read-only.
-    let disk = ReadOnlyDisk::mount(&ws.path().join("state/vault"), || {
-        let taken = ws.run(&["preserve", "--table", "django_migrations", "--json"]);
-        assert_eq!(taken.status.code(), Some(0), "{}", stderr(&taken));
-    });
+    let disk = Tmpfs::mount(&ws.path().join("state/vault"), "4m");
+    let taken = ws.run(&["preserve", "--table", "django_migrations", "--json"]);
+    assert_eq!(taken.status.code(), Some(0), "{}", stderr(&taken));
+    disk.remount("ro");
     let listed_before = ws.run(&["snapshots", "list", "--json"]);
     assert_eq!(
         listed_before.status.code(),
@@ -594,7 +559,7 @@ fn a_read_only_vault_fails_the_snapshot_cleanly_and_the_drop_is_reported_unprote
 
     // The disk writable again: a later pass (at most 30 s after a failed one)
     // opens the vault, and the daemon says it is ready without a restart.
-    disk.make_writable();
+    disk.remount("rw");
     wait_until(
         "ready once the vault opens",
         Duration::from_secs(45),
