@@ -992,6 +992,9 @@ async fn read_back(
     } else {
         1
     };
+    if let Some(sum) = db.checksum_rows(table, &columns, parts).await? {
+        return Ok(sum);
+    }
     let streams = match db.split_rows(table, &columns, parts).await? {
         Some(streams) => streams,
         None => vec![db.stream_rows(table, &columns)],

@@ -257,6 +257,7 @@ macro_rules! pool_reads {
 
 mod mysql;
 mod pg_binary;
+mod pg_checksum;
 mod postgres;
 mod sqlite;
 
@@ -767,6 +768,20 @@ pub trait Adapter: Send + Sync {
         _columns: &'a [String],
         _parts: usize,
     ) -> Result<Option<Vec<RowStream<'a>>>, DbError> {
+        Ok(None)
+    }
+
+    /// The checksum of `table.row_columns(columns)` over every row as the
+    /// database holds it now, when the adapter computes it without making
+    /// [`Value`]s: PostgreSQL does, from binary COPY, read in up to `parts`
+    /// parts (as [`split_rows`](Adapter::split_rows)) that all see one
+    /// snapshot. `None`: the caller hashes `split_rows` or `stream_rows`.
+    async fn checksum_rows(
+        &self,
+        _table: &TableInfo,
+        _columns: &[String],
+        _parts: usize,
+    ) -> Result<Option<crate::vault::Checksummer>, DbError> {
         Ok(None)
     }
 

@@ -378,6 +378,235 @@ fn timestamp(text: &str, with_zone: bool) -> Option<i64> {
     (value != i64::MAX && value != i64::MIN).then_some(value)
 }
 
+/// A column read back in binary and printed as PostgreSQL prints it under
+/// dropguard's pinned session settings (`TimeZone=UTC`, `DateStyle=ISO`), so the
+/// server skips its output functions and the text is still the one `::text`
+/// gives: the inverse of the encoders above, for the read that proves a restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Printed {
+    Numeric,
+    Date,
+    Timestamp,
+    TimestampTz,
+}
+
+/// Julian day of 2000-01-01, PostgreSQL's epoch for dates and timestamps.
+const EPOCH_JULIAN_DAY: i64 = 2_451_545;
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+impl Printed {
+    /// The printed form of a column of this declared type, if it has one.
+    pub(super) fn of(declared: &str) -> Option<Self> {
+        Some(match BinKind::of(declared)? {
+            BinKind::Numeric => Self::Numeric,
+            BinKind::Date => Self::Date,
+            BinKind::Timestamp => Self::Timestamp,
+            BinKind::TimestampTz => Self::TimestampTz,
+            _ => return None,
+        })
+    }
+
+    /// Appends the text of one non-NULL field's binary form.
+    pub(super) fn print(self, field: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+        let bad = || format!("a {self:?} field of {} bytes that is not one", field.len());
+        match self {
+            Self::Numeric => numeric_text(field, out).ok_or_else(bad),
+            Self::Date => {
+                let days = i32::from_be_bytes(field.try_into().map_err(|_| bad())?);
+                date_text(days, out);
+                Ok(())
+            }
+            Self::Timestamp | Self::TimestampTz => {
+                let micros = i64::from_be_bytes(field.try_into().map_err(|_| bad())?);
+                timestamp_text(micros, self == Self::TimestampTz, out);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// numeric's text from its binary form, as `numeric_out` prints it: the sign,
+/// the integer digits without leading zeros (`0` when there are none), then
+/// exactly display-scale digits after the point.
+fn numeric_text(field: &[u8], out: &mut Vec<u8>) -> Option<()> {
+    let word = |i: usize| {
+        field
+            .get(i * 2..i * 2 + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+    };
+    let ndigits = usize::from(word(0)?);
+    let weight = i64::from(word(1)? as i16);
+    let sign = word(2)?;
+    let dscale = i64::from(word(3)?);
+    if field.len() != 8 + ndigits * 2 {
+        return None;
+    }
+    match sign {
+        0xC000 => {
+            out.extend_from_slice(b"NaN");
+            return Some(());
+        }
+        0xD000 => {
+            out.extend_from_slice(b"Infinity");
+            return Some(());
+        }
+        0xF000 => {
+            out.extend_from_slice(b"-Infinity");
+            return Some(());
+        }
+        0x0000 => {}
+        0x4000 => out.push(b'-'),
+        _ => return None,
+    }
+    let mut digits = Vec::with_capacity(ndigits);
+    for i in 0..ndigits {
+        let digit = word(4 + i)?;
+        if digit > 9999 {
+            return None;
+        }
+        digits.push(digit);
+    }
+    let group = |d: i64| {
+        usize::try_from(d)
+            .ok()
+            .and_then(|d| digits.get(d).copied())
+            .unwrap_or(0)
+    };
+    let four = |value: u16, out: &mut Vec<u8>| {
+        for divisor in [1000, 100, 10, 1] {
+            out.push(b'0' + (value / divisor % 10) as u8);
+        }
+    };
+    // Before the point: groups 0..=weight, the first without leading zeros.
+    if weight < 0 {
+        out.push(b'0');
+    } else {
+        push_padded(out, group(0).into(), 1);
+        for d in 1..=weight {
+            four(group(d), out);
+        }
+    }
+    // After the point: whole groups from weight + 1, cut to the display scale.
+    if dscale > 0 {
+        out.push(b'.');
+        let start = out.len();
+        let mut d = weight + 1;
+        while i64::try_from(out.len() - start).ok()? < dscale {
+            four(group(d), out);
+            d += 1;
+        }
+        out.truncate(start + usize::try_from(dscale).ok()?);
+    }
+    Some(())
+}
+
+/// Year, month and day of a Julian day number, proleptic Gregorian, year 0 for
+/// 1 BC (the arithmetic of PostgreSQL's `j2date`).
+fn julian_to_civil(julian_day: i64) -> (i64, u32, u32) {
+    let mut julian = julian_day + 32_044;
+    let mut quad = julian.div_euclid(146_097);
+    let extra = (julian - quad * 146_097) * 4 + 3;
+    julian += 60 + quad * 3 + extra.div_euclid(146_097);
+    quad = julian.div_euclid(1_461);
+    julian -= quad * 1_461;
+    let mut year = julian * 4 / 1_461;
+    julian = if year != 0 {
+        (julian + 305) % 365
+    } else {
+        (julian + 306) % 366
+    } + 123;
+    year += quad * 4;
+    let quad = julian * 2_141 / 65_536;
+    let day = julian - 7_834 * quad / 256;
+    let month = (quad + 10) % 12 + 1;
+    (year - 4_800, month as u32, day as u32)
+}
+
+/// The decimal digits of `value`, zero-padded to at least `width`.
+fn push_padded(out: &mut Vec<u8>, value: u64, width: usize) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = value;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    for _ in (digits.len() - at)..width {
+        out.push(b'0');
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// `YYYY-MM-DD` of the year (BC years as their positive number; the caller
+/// appends ` BC`), with at least four year digits.
+fn push_civil(year: i64, month: u32, day: u32, out: &mut Vec<u8>) {
+    let shown = if year > 0 { year } else { 1 - year };
+    push_padded(out, shown.unsigned_abs(), 4);
+    out.push(b'-');
+    push_padded(out, month.into(), 2);
+    out.push(b'-');
+    push_padded(out, day.into(), 2);
+}
+
+/// date's text: `YYYY-MM-DD[ BC]`, `infinity`, `-infinity`.
+fn date_text(days: i32, out: &mut Vec<u8>) {
+    match days {
+        i32::MAX => out.extend_from_slice(b"infinity"),
+        i32::MIN => out.extend_from_slice(b"-infinity"),
+        _ => {
+            let (year, month, day) = julian_to_civil(i64::from(days) + EPOCH_JULIAN_DAY);
+            push_civil(year, month, day, out);
+            if year <= 0 {
+                out.extend_from_slice(b" BC");
+            }
+        }
+    }
+}
+
+/// timestamp's text, `YYYY-MM-DD HH:MM:SS[.ffffff][+00][ BC]` (the fraction
+/// without trailing zeros; `+00` for `with time zone`, printed in UTC),
+/// `infinity`, `-infinity`.
+fn timestamp_text(micros: i64, with_zone: bool, out: &mut Vec<u8>) {
+    match micros {
+        i64::MAX => return out.extend_from_slice(b"infinity"),
+        i64::MIN => return out.extend_from_slice(b"-infinity"),
+        _ => {}
+    }
+    let days = micros.div_euclid(MICROS_PER_DAY);
+    let time = micros.rem_euclid(MICROS_PER_DAY);
+    let (year, month, day) = julian_to_civil(days + EPOCH_JULIAN_DAY);
+    push_civil(year, month, day, out);
+    // Both are non-negative: `time` is the remainder within the day.
+    let seconds = (time / 1_000_000).unsigned_abs();
+    let mut fraction = (time % 1_000_000).unsigned_abs();
+    out.push(b' ');
+    push_padded(out, seconds / 3_600, 2);
+    out.push(b':');
+    push_padded(out, seconds / 60 % 60, 2);
+    out.push(b':');
+    push_padded(out, seconds % 60, 2);
+    if fraction != 0 {
+        // Six digits without the trailing zeros.
+        let mut width = 6;
+        while fraction.is_multiple_of(10) {
+            fraction /= 10;
+            width -= 1;
+        }
+        out.push(b'.');
+        push_padded(out, fraction, width);
+    }
+    if with_zone {
+        out.extend_from_slice(b"+00");
+    }
+    if year <= 0 {
+        out.extend_from_slice(b" BC");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -438,6 +667,73 @@ mod tests {
         assert_eq!(date("1999-12-31"), Some(-1));
         assert_eq!(date("4714-11-24 BC"), Some(-2_451_545));
         assert_eq!(date("-infinity"), Some(i32::MIN));
+    }
+
+    #[test]
+    fn printed_forms_are_the_inverse_of_the_encoders() {
+        for text in [
+            "0",
+            "0.00",
+            "1",
+            "-0.50",
+            "0.0001",
+            "0.00001",
+            "10000",
+            "999.99",
+            "12345.678",
+            "-99999999999999.999999",
+            "100000000000000000000",
+            "NaN",
+            "Infinity",
+            "-Infinity",
+        ] {
+            let mut binary = Vec::new();
+            numeric(text, &mut binary).expect("encodable");
+            let mut printed = Vec::new();
+            Printed::Numeric.print(&binary, &mut printed).unwrap();
+            assert_eq!(String::from_utf8(printed).unwrap(), text);
+        }
+        for text in [
+            "2000-01-01 00:00:00+00",
+            "2000-01-01 00:00:01.5+00",
+            "1999-12-31 23:59:59.999999+00",
+            "0001-01-01 00:00:00+00 BC",
+            "4713-11-24 00:00:00+00 BC",
+            "200000-06-30 12:00:00.25+00",
+            "infinity",
+            "-infinity",
+        ] {
+            let micros = timestamp(text, true).unwrap_or_else(|| panic!("a timestamp: {text}"));
+            let mut printed = Vec::new();
+            Printed::TimestampTz
+                .print(&micros.to_be_bytes(), &mut printed)
+                .unwrap();
+            assert_eq!(String::from_utf8(printed).unwrap(), text);
+        }
+        for text in [
+            "2000-01-01",
+            "1999-12-31",
+            "4713-11-24 BC",
+            "200000-02-29",
+            "infinity",
+        ] {
+            let days = date(text).unwrap_or_else(|| panic!("a date: {text}"));
+            let mut printed = Vec::new();
+            Printed::Date
+                .print(&days.to_be_bytes(), &mut printed)
+                .unwrap();
+            assert_eq!(String::from_utf8(printed).unwrap(), text);
+        }
+        // Bytes that are not the type are an error, not a guess.
+        let mut out = Vec::new();
+        assert!(Printed::Numeric.print(&[0, 1, 0, 0], &mut out).is_err());
+        assert!(
+            Printed::Numeric
+                .print(&[0, 1, 0, 0, 0, 0, 0, 0, 0x27, 0x10], &mut out)
+                .is_err()
+        );
+        assert!(Printed::Date.print(&[0; 8], &mut out).is_err());
+        assert!(Printed::Timestamp.print(&[0; 4], &mut out).is_err());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use super::{
     Adapter, CONNECT_TIMEOUT, ColumnInfo, DbError, Engine, ForeignKey, LOCK_WAIT, LockGuard,
     MigrationRecord, RowStream, Session, TableInfo, lock_key,
 };
-use crate::vault::Value;
+use crate::vault::{TextKind, Value};
 use sqlx::postgres::PgRow;
 
 pub struct Postgres {
@@ -157,6 +157,17 @@ impl Adapter for Postgres {
         self.split_kinds(table, columns, parts).await
     }
 
+    async fn checksum_rows(
+        &self,
+        table: &TableInfo,
+        columns: &[String],
+        parts: usize,
+    ) -> Result<Option<crate::vault::Checksummer>, DbError> {
+        super::pg_checksum::checksum(&self.pool, table, columns, parts)
+            .await
+            .map(Some)
+    }
+
     async fn count(&self, sql: &str, what: &str) -> Result<u64, DbError> {
         self.pool_count(sql, what).await
     }
@@ -245,7 +256,7 @@ impl Adapter for Postgres {
 /// exact and cheap, as the server's own text (`::text`) for everything else, which
 /// its input function reads back exactly (the text format is what pg_dump uses).
 #[derive(Debug, Clone)]
-enum PgKind {
+pub(super) enum PgKind {
     Bool,
     Int2,
     Int4,
@@ -253,12 +264,12 @@ enum PgKind {
     Float4,
     Float8,
     Bytes,
-    Text(fn(String) -> Value),
+    Text(TextKind),
     Other(String),
 }
 
 impl PgKind {
-    fn of(declared: &str) -> Self {
+    pub(super) fn of(declared: &str) -> Self {
         let t = declared.to_ascii_lowercase();
         match t.as_str() {
             "boolean" => Self::Bool,
@@ -268,24 +279,24 @@ impl PgKind {
             "real" => Self::Float4,
             "double precision" => Self::Float8,
             "bytea" => Self::Bytes,
-            "text" | "citext" | "name" | "\"char\"" => Self::Text(Value::Text),
-            "json" | "jsonb" => Self::Text(Value::Json),
-            "uuid" => Self::Text(Value::Uuid),
-            "date" => Self::Text(Value::Date),
+            "text" | "citext" | "name" | "\"char\"" => Self::Text(TextKind::Text),
+            "json" | "jsonb" => Self::Text(TextKind::Json),
+            "uuid" => Self::Text(TextKind::Uuid),
+            "date" => Self::Text(TextKind::Date),
             _ if t.ends_with("[]") => Self::Other(declared.to_string()),
-            _ if t.starts_with("numeric") => Self::Text(Value::Decimal),
-            _ if t.starts_with("character") => Self::Text(Value::Text),
+            _ if t.starts_with("numeric") => Self::Text(TextKind::Decimal),
+            _ if t.starts_with("character") => Self::Text(TextKind::Text),
             _ if t.starts_with("timestamp") && t.ends_with("with time zone") => {
-                Self::Text(Value::TimestampTz)
+                Self::Text(TextKind::TimestampTz)
             }
-            _ if t.starts_with("timestamp") => Self::Text(Value::Timestamp),
-            _ if t.starts_with("time") => Self::Text(Value::Time),
-            _ if t.starts_with("interval") => Self::Text(Value::Interval),
+            _ if t.starts_with("timestamp") => Self::Text(TextKind::Timestamp),
+            _ if t.starts_with("time") => Self::Text(TextKind::Time),
+            _ if t.starts_with("interval") => Self::Text(TextKind::Interval),
             _ => Self::Other(declared.to_string()),
         }
     }
 
-    fn select(&self, quoted: &str) -> String {
+    pub(super) fn select(&self, quoted: &str) -> String {
         match self {
             Self::Text(_) | Self::Other(_) => format!("{quoted}::text"),
             _ => quoted.to_string(),
@@ -306,7 +317,9 @@ impl PgKind {
             }),
             Self::Float8 => opt(row.try_get::<Option<f64>, _>(i)?, Value::Float),
             Self::Bytes => opt(row.try_get::<Option<Vec<u8>>, _>(i)?, Value::Bytes),
-            Self::Text(wrap) => opt(row.try_get::<Option<String>, _>(i)?, wrap),
+            Self::Text(kind) => opt(row.try_get::<Option<String>, _>(i)?, |text| {
+                kind.value(text)
+            }),
             Self::Other(type_name) => {
                 opt(row.try_get::<Option<String>, _>(i)?, |text| Value::Other {
                     type_name: type_name.clone(),

@@ -17,7 +17,7 @@
 //! ```
 
 use super::error::VaultError;
-use super::value::Value;
+use super::value::{TextKind, Value};
 
 /// Deepest array nesting accepted. PostgreSQL stops at 6 dimensions; the
 /// limit exists so hostile bytes cannot recurse the decoder off its stack.
@@ -64,7 +64,7 @@ pub fn encode_row(row: &[Value], out: &mut Vec<u8>) -> Result<(), VaultError> {
 }
 
 fn encode_row_inner(row: &[Value], out: &mut Vec<u8>) -> Result<(), VaultError> {
-    put_len(out, row.len(), "a row has more than u32::MAX values")?;
+    put_row_len(out, row.len())?;
     for value in row {
         encode_value(value, out, 0)?;
     }
@@ -84,32 +84,87 @@ fn put_bytes(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) -> Result<(), VaultError>
     Ok(())
 }
 
+// The value-by-value writers below are what `encode_row` itself is made of, so
+// a reader that builds rows from a database's bytes (without making `Value`s)
+// produces the same bytes by construction.
+
+/// Starts a row of `count` values.
+pub fn put_row_len(out: &mut Vec<u8>, count: usize) -> Result<(), VaultError> {
+    put_len(out, count, "a row has more than u32::MAX values")
+}
+
+/// [`Value::Null`].
+pub fn put_null(out: &mut Vec<u8>) {
+    out.push(NULL);
+}
+
+/// [`Value::Bool`].
+pub fn put_bool(out: &mut Vec<u8>, value: bool) {
+    out.extend_from_slice(&[BOOL, u8::from(value)]);
+}
+
+/// [`Value::Int`].
+pub fn put_int(out: &mut Vec<u8>, value: i64) {
+    out.push(INT);
+    out.extend_from_slice(&value.to_be_bytes());
+}
+
+/// [`Value::Float`].
+pub fn put_float(out: &mut Vec<u8>, value: f64) {
+    out.push(FLOAT);
+    out.extend_from_slice(&value.to_bits().to_be_bytes());
+}
+
+/// A text value of `kind` ([`Value::Text`], [`Value::Decimal`], …); `text` is
+/// its UTF-8.
+pub fn put_text(out: &mut Vec<u8>, kind: TextKind, text: &[u8]) -> Result<(), VaultError> {
+    let tag = match kind {
+        TextKind::Decimal => DECIMAL,
+        TextKind::Text => TEXT,
+        TextKind::Json => JSON,
+        TextKind::Uuid => UUID,
+        TextKind::Date => DATE,
+        TextKind::Time => TIME,
+        TextKind::Timestamp => TIMESTAMP,
+        TextKind::TimestampTz => TIMESTAMPTZ,
+        TextKind::Interval => INTERVAL,
+    };
+    put_bytes(out, tag, text)
+}
+
+/// [`Value::Bytes`].
+pub fn put_blob(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), VaultError> {
+    put_bytes(out, BYTES, bytes)
+}
+
+/// [`Value::Other`]; `text` is its UTF-8.
+pub fn put_other(out: &mut Vec<u8>, type_name: &str, text: &[u8]) -> Result<(), VaultError> {
+    put_bytes(out, OTHER, type_name.as_bytes())?;
+    put_len(out, text.len(), "a single value is 4 GiB or larger")?;
+    out.extend_from_slice(text);
+    Ok(())
+}
+
 fn encode_value(value: &Value, out: &mut Vec<u8>, depth: usize) -> Result<(), VaultError> {
     match value {
-        Value::Null => out.push(NULL),
-        Value::Bool(b) => out.extend_from_slice(&[BOOL, u8::from(*b)]),
-        Value::Int(i) => {
-            out.push(INT);
-            out.extend_from_slice(&i.to_be_bytes());
-        }
+        Value::Null => put_null(out),
+        Value::Bool(b) => put_bool(out, *b),
+        Value::Int(i) => put_int(out, *i),
         Value::UInt(u) => {
             out.push(UINT);
             out.extend_from_slice(&u.to_be_bytes());
         }
-        Value::Float(f) => {
-            out.push(FLOAT);
-            out.extend_from_slice(&f.to_bits().to_be_bytes());
-        }
-        Value::Decimal(s) => put_bytes(out, DECIMAL, s.as_bytes())?,
-        Value::Text(s) => put_bytes(out, TEXT, s.as_bytes())?,
-        Value::Bytes(b) => put_bytes(out, BYTES, b)?,
-        Value::Json(s) => put_bytes(out, JSON, s.as_bytes())?,
-        Value::Uuid(s) => put_bytes(out, UUID, s.as_bytes())?,
-        Value::Date(s) => put_bytes(out, DATE, s.as_bytes())?,
-        Value::Time(s) => put_bytes(out, TIME, s.as_bytes())?,
-        Value::Timestamp(s) => put_bytes(out, TIMESTAMP, s.as_bytes())?,
-        Value::TimestampTz(s) => put_bytes(out, TIMESTAMPTZ, s.as_bytes())?,
-        Value::Interval(s) => put_bytes(out, INTERVAL, s.as_bytes())?,
+        Value::Float(f) => put_float(out, *f),
+        Value::Decimal(s) => put_text(out, TextKind::Decimal, s.as_bytes())?,
+        Value::Text(s) => put_text(out, TextKind::Text, s.as_bytes())?,
+        Value::Bytes(b) => put_blob(out, b)?,
+        Value::Json(s) => put_text(out, TextKind::Json, s.as_bytes())?,
+        Value::Uuid(s) => put_text(out, TextKind::Uuid, s.as_bytes())?,
+        Value::Date(s) => put_text(out, TextKind::Date, s.as_bytes())?,
+        Value::Time(s) => put_text(out, TextKind::Time, s.as_bytes())?,
+        Value::Timestamp(s) => put_text(out, TextKind::Timestamp, s.as_bytes())?,
+        Value::TimestampTz(s) => put_text(out, TextKind::TimestampTz, s.as_bytes())?,
+        Value::Interval(s) => put_text(out, TextKind::Interval, s.as_bytes())?,
         Value::Array(items) => {
             if depth >= MAX_ARRAY_DEPTH {
                 return Err(VaultError::Unencodable {
@@ -122,11 +177,7 @@ fn encode_value(value: &Value, out: &mut Vec<u8>, depth: usize) -> Result<(), Va
                 encode_value(item, out, depth + 1)?;
             }
         }
-        Value::Other { type_name, text } => {
-            put_bytes(out, OTHER, type_name.as_bytes())?;
-            put_len(out, text.len(), "a single value is 4 GiB or larger")?;
-            out.extend_from_slice(text.as_bytes());
-        }
+        Value::Other { type_name, text } => put_other(out, type_name, text.as_bytes())?,
     }
     Ok(())
 }

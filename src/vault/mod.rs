@@ -21,7 +21,7 @@
 
 mod checksum;
 mod datafile;
-mod encoding;
+pub mod encoding;
 mod error;
 mod fsutil;
 mod id;
@@ -47,5 +47,5 @@ pub use store::{
     ObjectOverview, ObjectRows, ObjectStatus, ObjectVerification, SnapshotEntry, Vault,
     VerifyReport,
 };
-pub use value::Value;
+pub use value::{TextKind, Value};
 pub use writer::{ObjectSpec, ObjectWriter, SnapshotMeta, SnapshotSummary, SnapshotWriter};

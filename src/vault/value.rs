@@ -67,6 +67,39 @@ impl Value {
     }
 }
 
+/// The variants of [`Value`] that hold the database's text, as a kind: what a
+/// column's text becomes, for readers that build canonical rows straight from
+/// the database's bytes (see [`encoding::put_text`](super::encoding::put_text)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextKind {
+    Decimal,
+    Text,
+    Json,
+    Uuid,
+    Date,
+    Time,
+    Timestamp,
+    TimestampTz,
+    Interval,
+}
+
+impl TextKind {
+    /// The value of this kind holding `text`.
+    pub fn value(self, text: String) -> Value {
+        match self {
+            TextKind::Decimal => Value::Decimal(text),
+            TextKind::Text => Value::Text(text),
+            TextKind::Json => Value::Json(text),
+            TextKind::Uuid => Value::Uuid(text),
+            TextKind::Date => Value::Date(text),
+            TextKind::Time => Value::Time(text),
+            TextKind::Timestamp => Value::Timestamp(text),
+            TextKind::TimestampTz => Value::TimestampTz(text),
+            TextKind::Interval => Value::Interval(text),
+        }
+    }
+}
+
 impl PartialEq for Value {
     // Floats compare by bits, not IEEE equality: a round-trip check must see
     // NaN == NaN and must tell -0.0 from 0.0, or a lossy restore would pass.
