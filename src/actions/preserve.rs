@@ -226,9 +226,12 @@ pub async fn preserve(
             progress.phase(format!("preserving {}", target.table));
         }
         let object = writer.object(spec)?;
-        let (tx, rx) = mpsc::channel::<Vec<Vec<Value>>>(BATCHES_IN_FLIGHT);
+        let (tx, rx) = mpsc::channel::<Batch>(BATCHES_IN_FLIGHT);
         let sink = tokio::task::spawn_blocking(move || write_batches(object, rx));
-        let streamed = stream_into(db, table, &target.columns, tx).await;
+        let streamed = match db.stream_encoded(table, &target.columns) {
+            Some(rows) => stream_into(rows, tx, Batch::Encoded).await,
+            None => stream_into(db.stream_rows(table, &target.columns), tx, Batch::Values).await,
+        };
         let written = sink
             .await
             .map_err(|err| PreserveError::Writer(err.to_string()))?;
@@ -267,16 +270,22 @@ fn spec_for(target: &Target, table: &TableInfo) -> ObjectSpec {
     }
 }
 
+/// Rows on their way to the writer: as values, or already in the canonical
+/// encoding (from an adapter that makes no values, so that the reading task
+/// leaves the encoding work to no one).
+enum Batch {
+    Values(Vec<Vec<Value>>),
+    Encoded(Vec<Vec<u8>>),
+}
+
 /// Reads the rows and sends them in batches; returns when the table is read or
 /// the writer has gone (its error is reported by the writer's side).
-async fn stream_into(
-    db: &dyn Adapter,
-    table: &TableInfo,
-    columns: &[String],
-    tx: mpsc::Sender<Vec<Vec<Value>>>,
+async fn stream_into<T>(
+    mut rows: futures_util::stream::BoxStream<'_, Result<T, DbError>>,
+    tx: mpsc::Sender<Batch>,
+    batch_of: fn(Vec<T>) -> Batch,
 ) -> Result<(), PreserveError> {
     let progress = crate::progress::current();
-    let mut rows = db.stream_rows(table, columns);
     let mut batch = Vec::with_capacity(BATCH_ROWS);
     while let Some(row) = rows.next().await {
         batch.push(row?);
@@ -287,10 +296,10 @@ async fn stream_into(
         }
         if batch.len() == BATCH_ROWS
             && tx
-                .send(std::mem::replace(
+                .send(batch_of(std::mem::replace(
                     &mut batch,
                     Vec::with_capacity(BATCH_ROWS),
-                ))
+                )))
                 .await
                 .is_err()
         {
@@ -301,18 +310,27 @@ async fn stream_into(
         if let Some(progress) = &progress {
             progress.add(batch.len() as u64);
         }
-        let _ = tx.send(batch).await;
+        let _ = tx.send(batch_of(batch)).await;
     }
     Ok(())
 }
 
 fn write_batches(
     mut object: crate::vault::ObjectWriter,
-    mut rx: mpsc::Receiver<Vec<Vec<Value>>>,
+    mut rx: mpsc::Receiver<Batch>,
 ) -> Result<(), PreserveError> {
     while let Some(batch) = rx.blocking_recv() {
-        for row in &batch {
-            object.write_row(row)?;
+        match batch {
+            Batch::Values(rows) => {
+                for row in &rows {
+                    object.write_row(row)?;
+                }
+            }
+            Batch::Encoded(rows) => {
+                for row in &rows {
+                    object.write_encoded(row)?;
+                }
+            }
         }
     }
     object.finish()?;

@@ -681,6 +681,9 @@ pub(crate) fn key_ranges(min: i64, max: i64, parts: usize) -> Vec<(i64, i64)> {
 /// A stream of rows, each the values of `TableInfo::row_columns` in that order.
 pub type RowStream<'a> = BoxStream<'a, Result<Vec<Value>, DbError>>;
 
+/// A [`RowStream`] with each row already in the vault's canonical encoding.
+pub type EncodedStream<'a> = BoxStream<'a, Result<Vec<u8>, DbError>>;
+
 /// A migration recorded as applied: (app, name).
 pub type Applied = BTreeSet<(String, String)>;
 
@@ -753,6 +756,18 @@ pub trait Adapter: Send + Sync {
     /// Streams `table.row_columns(columns)` of every row, in primary-key order,
     /// without holding the table in memory.
     fn stream_rows<'a>(&'a self, table: &'a TableInfo, columns: &'a [String]) -> RowStream<'a>;
+
+    /// The rows of [`stream_rows`](Adapter::stream_rows), each already in the
+    /// vault's canonical encoding (the bytes `encode_row` gives for the values
+    /// `stream_rows` yields), for a reader that only stores them: no `Value` is
+    /// made. `None` when the adapter reads rows only as values.
+    fn stream_encoded<'a>(
+        &'a self,
+        _table: &'a TableInfo,
+        _columns: &'a [String],
+    ) -> Option<EncodedStream<'a>> {
+        None
+    }
 
     /// The rows of [`stream_rows`](Adapter::stream_rows), in no particular order,
     /// split by ranges of the first key column into at most `parts` streams, each

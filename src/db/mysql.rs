@@ -7,10 +7,13 @@ use sqlx::{ConnectOptions, Connection, Row};
 use std::str::FromStr;
 
 use super::{
-    Adapter, CONNECT_TIMEOUT, ColumnInfo, DbError, Engine, ForeignKey, LOCK_WAIT, LockGuard,
-    MigrationRecord, RowStream, Session, TableInfo, lock_key_hex,
+    Adapter, CONNECT_TIMEOUT, ColumnInfo, DbError, EncodedStream, Engine, ForeignKey, LOCK_WAIT,
+    LockGuard, MigrationRecord, RowStream, Session, TableInfo, lock_key_hex,
 };
-use crate::vault::Value;
+use crate::vault::encoding::{
+    put_blob, put_float, put_int, put_null, put_other, put_row_len, put_text, put_uint,
+};
+use crate::vault::{TextKind, Value};
 use sqlx::mysql::MySqlRow;
 
 pub struct Mysql {
@@ -154,6 +157,45 @@ impl Adapter for Mysql {
         self.stream_kinds(table, columns)
     }
 
+    fn stream_encoded<'a>(
+        &'a self,
+        table: &'a TableInfo,
+        columns: &'a [String],
+    ) -> Option<EncodedStream<'a>> {
+        use futures_util::StreamExt;
+        let selected = match table.row_columns(columns) {
+            Ok(selected) => selected,
+            Err(err) => return Some(Box::pin(futures_util::stream::once(async { Err(err) }))),
+        };
+        let kinds: Vec<MyKind> = selected
+            .iter()
+            .map(|c| MyKind::of(&c.declared_type))
+            .collect();
+        let exprs: Vec<String> = selected
+            .iter()
+            .zip(&kinds)
+            .map(|(column, kind)| kind.select(&Engine::Mysql.quote(&column.name)))
+            .collect();
+        let sql = super::select_sql(Engine::Mysql, table, &exprs);
+        let what = format!("reading rows of {}", table.name);
+        Some(Box::pin(
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .fetch(&self.pool)
+                .map(move |row| {
+                    let row = row.map_err(DbError::query(what.clone()))?;
+                    let mut out = Vec::with_capacity(64 * kinds.len());
+                    put_row_len(&mut out, kinds.len()).map_err(|err| {
+                        DbError::query(what.clone())(sqlx::Error::Decode(err.into()))
+                    })?;
+                    for (i, kind) in kinds.iter().enumerate() {
+                        kind.encode(&row, i, &mut out)
+                            .map_err(DbError::query(what.clone()))?;
+                    }
+                    Ok(out)
+                }),
+        ))
+    }
+
     async fn split_rows<'a>(
         &'a self,
         table: &'a TableInfo,
@@ -233,7 +275,7 @@ enum MyKind {
     Bytes,
     /// char, varchar and the text types: already text, no cast needed.
     String,
-    Text(fn(String) -> Value),
+    Text(TextKind),
     Other(String),
 }
 
@@ -252,13 +294,13 @@ impl MyKind {
             "bit" => Self::Bit,
             "float" => Self::Float,
             "double" | "real" => Self::Double,
-            "decimal" | "numeric" => Self::Text(Value::Decimal),
+            "decimal" | "numeric" => Self::Text(TextKind::Decimal),
             "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" => Self::Bytes,
             "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" => Self::String,
-            "json" => Self::Text(Value::Json),
-            "date" => Self::Text(Value::Date),
-            "datetime" | "timestamp" => Self::Text(Value::Timestamp),
-            "time" => Self::Text(Value::Time),
+            "json" => Self::Text(TextKind::Json),
+            "date" => Self::Text(TextKind::Date),
+            "datetime" | "timestamp" => Self::Text(TextKind::Timestamp),
+            "time" => Self::Text(TextKind::Time),
             _ => Self::Other(declared.to_string()),
         }
     }
@@ -289,7 +331,9 @@ impl MyKind {
             }),
             Self::Double => opt(row.try_get::<Option<f64>, _>(i)?, Value::Float),
             Self::Bytes => opt(row.try_get::<Option<Vec<u8>>, _>(i)?, Value::Bytes),
-            Self::Text(wrap) => opt(row.try_get::<Option<String>, _>(i)?, wrap),
+            Self::Text(kind) => opt(row.try_get::<Option<String>, _>(i)?, |text| {
+                kind.value(text)
+            }),
             Self::Other(type_name) => {
                 opt(row.try_get::<Option<String>, _>(i)?, |text| Value::Other {
                     type_name: type_name.clone(),
@@ -297,6 +341,50 @@ impl MyKind {
                 })
             }
         })
+    }
+}
+
+impl MyKind {
+    /// Appends the canonical encoding of the value [`decode`](Self::decode)
+    /// makes of column `i`, read in place from the row: no `Value`, no copy.
+    fn encode(&self, row: &MySqlRow, i: usize, out: &mut Vec<u8>) -> Result<(), sqlx::Error> {
+        fn put<T>(value: Option<T>, out: &mut Vec<u8>, write: impl FnOnce(T, &mut Vec<u8>)) {
+            match value {
+                Some(value) => write(value, out),
+                None => put_null(out),
+            }
+        }
+        let unencodable = |err: crate::vault::VaultError| sqlx::Error::Decode(err.into());
+        match self {
+            Self::Signed => put(row.try_get::<Option<i64>, _>(i)?, out, |v, out| {
+                put_int(out, v)
+            }),
+            Self::Unsigned | Self::Bit => put(row.try_get::<Option<u64>, _>(i)?, out, |v, out| {
+                put_uint(out, v)
+            }),
+            Self::Float => put(row.try_get::<Option<f32>, _>(i)?, out, |v, out| {
+                put_float(out, v.into())
+            }),
+            Self::Double => put(row.try_get::<Option<f64>, _>(i)?, out, |v, out| {
+                put_float(out, v)
+            }),
+            Self::Bytes => match row.try_get::<Option<&[u8]>, _>(i)? {
+                Some(bytes) => put_blob(out, bytes).map_err(unencodable)?,
+                None => put_null(out),
+            },
+            Self::String | Self::Text(_) | Self::Other(_) => {
+                match row.try_get::<Option<&str>, _>(i)? {
+                    None => put_null(out),
+                    Some(text) => match self {
+                        Self::Other(type_name) => put_other(out, type_name, text.as_bytes()),
+                        Self::Text(kind) => put_text(out, *kind, text.as_bytes()),
+                        _ => put_text(out, TextKind::Text, text.as_bytes()),
+                    }
+                    .map_err(unencodable)?,
+                }
+            }
+        }
+        Ok(())
     }
 }
 

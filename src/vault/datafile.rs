@@ -95,27 +95,32 @@ impl RowFileWriter {
     /// Encodes and appends one row. An unencodable row is refused without
     /// touching the file; an I/O failure marks the writer broken.
     pub(super) fn write_row(&mut self, row: &[Value]) -> Result<(), VaultError> {
-        self.scratch.clear();
-        encode_row(row, &mut self.scratch)?;
-        // encode_row guarantees the length fits a u32.
-        let len = u32::try_from(self.scratch.len()).map_err(|_| VaultError::Unencodable {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        let written = encode_row(row, &mut scratch).and_then(|()| self.write_encoded(&scratch));
+        // A single huge row should not pin its buffer for the rest of the
+        // object.
+        if scratch.capacity() <= 4 * IO_BUFFER {
+            self.scratch = scratch;
+        }
+        written
+    }
+
+    /// Appends one row given as its canonical encoding.
+    pub(super) fn write_encoded(&mut self, canonical: &[u8]) -> Result<(), VaultError> {
+        let len = u32::try_from(canonical.len()).map_err(|_| VaultError::Unencodable {
             reason: "the row encodes to 4 GiB or more, which a data file frame cannot hold",
         })?;
         let written = self
             .out
             .write_all(&len.to_be_bytes())
-            .and_then(|()| self.out.write_all(&self.scratch));
+            .and_then(|()| self.out.write_all(canonical));
         if let Err(e) = written {
             self.broken = true;
             return Err(VaultError::io("write", &self.path, e));
         }
-        self.checksummer.add_encoded(&self.scratch);
+        self.checksummer.add_encoded(canonical);
         self.max_row_bytes = self.max_row_bytes.max(len);
-        // A single huge row should not pin its buffer for the rest of the
-        // object.
-        if self.scratch.capacity() > 4 * IO_BUFFER {
-            self.scratch = Vec::with_capacity(1024);
-        }
         Ok(())
     }
 

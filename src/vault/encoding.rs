@@ -109,6 +109,12 @@ pub fn put_int(out: &mut Vec<u8>, value: i64) {
     out.extend_from_slice(&value.to_be_bytes());
 }
 
+/// [`Value::UInt`].
+pub fn put_uint(out: &mut Vec<u8>, value: u64) {
+    out.push(UINT);
+    out.extend_from_slice(&value.to_be_bytes());
+}
+
 /// [`Value::Float`].
 pub fn put_float(out: &mut Vec<u8>, value: f64) {
     out.push(FLOAT);
@@ -150,10 +156,7 @@ fn encode_value(value: &Value, out: &mut Vec<u8>, depth: usize) -> Result<(), Va
         Value::Null => put_null(out),
         Value::Bool(b) => put_bool(out, *b),
         Value::Int(i) => put_int(out, *i),
-        Value::UInt(u) => {
-            out.push(UINT);
-            out.extend_from_slice(&u.to_be_bytes());
-        }
+        Value::UInt(u) => put_uint(out, *u),
         Value::Float(f) => put_float(out, *f),
         Value::Decimal(s) => put_text(out, TextKind::Decimal, s.as_bytes())?,
         Value::Text(s) => put_text(out, TextKind::Text, s.as_bytes())?,

@@ -413,6 +413,26 @@ impl ObjectWriter {
         self.usable_file()?.write_row(row)
     }
 
+    /// Appends one row given as its canonical encoding (from the writers in
+    /// [`encoding`](super::encoding)); refused, as `write_row` refuses, when its
+    /// value count is not the object's width. The values themselves are taken
+    /// as encoded: the caller built them with the vault's own writers.
+    pub fn write_encoded(&mut self, canonical: &[u8]) -> Result<(), VaultError> {
+        let width = canonical
+            .get(..4)
+            .map(|count| u32::from_be_bytes([count[0], count[1], count[2], count[3]]) as usize);
+        if width != Some(self.row_columns.len()) {
+            return Err(VaultError::RowShape {
+                id: self.id.to_string(),
+                table: self.spec.table.clone(),
+                expected: self.row_columns.len(),
+                found: width.unwrap_or(0),
+                columns: self.row_columns.join(", "),
+            });
+        }
+        self.usable_file()?.write_encoded(canonical)
+    }
+
     fn usable_file(&mut self) -> Result<&mut RowFileWriter, VaultError> {
         match self.file.as_mut() {
             Some(file) if !file.is_broken() => Ok(file),

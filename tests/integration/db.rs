@@ -457,3 +457,61 @@ async fn postgres_read_back_checksum_is_the_checksum_of_the_rows_read_as_values(
     }
     adapter.close().await;
 }
+
+/// Preserve on MySQL/MariaDB writes rows encoded straight from the server's
+/// bytes; they must be, byte for byte, the encoding of the values `stream_rows`
+/// reads, for every type and NULL.
+#[tokio::test]
+async fn mysql_rows_encoded_in_place_are_the_encoding_of_the_rows_read_as_values() {
+    use dropguard::vault::encode_row;
+    use futures_util::TryStreamExt;
+
+    let test_db = TestDb::create(EngineKind::Mysql, "encoded");
+    let ddl = "CREATE TABLE t (id BIGINT PRIMARY KEY, tiny TINYINT, u BIGINT UNSIGNED, \
+               bits BIT(12), f FLOAT, d DOUBLE, n DECIMAL(30,10), v VARCHAR(40), \
+               txt MEDIUMTEXT, b VARBINARY(16), blb BLOB, j JSON, day DATE, at DATETIME(6), \
+               ts TIMESTAMP(3) NULL, tm TIME(6), mood ENUM('happy','sad'), tags SET('a','b','c'), \
+               yr YEAR)";
+    let random = "INSERT INTO t SELECT seq, seq % 256 - 128, seq * 2654435761, seq % 4096, \
+        (seq - 500) / 7.0, (seq - 500) / 3.0e10, (seq - 500) * 12345.6789012345, \
+        CONCAT('é\"''\\\\', seq), REPEAT('ab\\n', seq % 7), UNHEX(MD5(seq)), UNHEX(REPEAT(MD5(seq), 3)), \
+        JSON_OBJECT('k', seq, 'l', JSON_ARRAY(seq, -seq)), \
+        DATE_ADD('1000-01-01', INTERVAL seq * 3 DAY), \
+        TIMESTAMPADD(MICROSECOND, seq * 123457, '1970-01-01 00:00:00'), \
+        TIMESTAMPADD(SECOND, seq * 997, '1990-06-01 00:00:00'), \
+        SEC_TO_TIME((seq - 500) * 613.5), IF(seq % 2 = 0, 'happy', 'sad'), \
+        IF(seq % 3 = 0, 'a,c', ''), 1901 + seq % 255 \
+        FROM (SELECT CAST(seq AS SIGNED) AS seq FROM seq_1_to_1000) s";
+    let edges = "INSERT INTO t (id, tiny, u, bits, f, d, n, v, txt, b, blb) VALUES \
+        (-1, -128, 18446744073709551615, b'111111111111', -0.0, -0.0, -99999999999999999999.9999999999, '', '', X'', X''), \
+        (-2, 127, 0, b'0', 3.4e38, 1.7976931348623157e308, 0, NULL, NULL, NULL, NULL), \
+        (-3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)";
+    execute(&test_db, &[ddl.into(), random.into(), edges.into()]).await;
+
+    let adapter = db::connect(&DatabaseUrl::new(test_db.url.clone()))
+        .await
+        .unwrap();
+    let table = adapter.introspect("t").await.unwrap().unwrap();
+    let as_values: Vec<Vec<u8>> = adapter
+        .stream_rows(&table, &[])
+        .map_ok(|row| {
+            let mut out = Vec::new();
+            encode_row(&row, &mut out).unwrap();
+            out
+        })
+        .try_collect()
+        .await
+        .unwrap();
+    let encoded: Vec<Vec<u8>> = adapter
+        .stream_encoded(&table, &[])
+        .expect("MySQL encodes rows in place")
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(as_values.len(), 1003);
+    assert_eq!(encoded.len(), as_values.len());
+    for (i, (encoded, as_values)) in encoded.iter().zip(&as_values).enumerate() {
+        assert_eq!(encoded, as_values, "row {i}");
+    }
+    adapter.close().await;
+}
