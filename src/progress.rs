@@ -56,6 +56,13 @@ impl Progress {
         self.bar.inc(rows);
     }
 
+    /// Rows counted as done that will be done again (a load that fell back
+    /// to another format starts over).
+    pub fn undo(&self, rows: u64) {
+        self.bar
+            .set_position(self.bar.position().saturating_sub(rows));
+    }
+
     /// What is being done now (`preserving catalog_product`).
     pub fn phase(&self, what: String) {
         self.bar.set_message(what);
@@ -106,5 +113,19 @@ mod tests {
         .await;
         assert_eq!(seen, 4);
         assert!(current().is_none());
+    }
+
+    #[test]
+    fn rows_done_again_are_not_counted_twice() {
+        let progress = Progress {
+            bar: ProgressBar::hidden(),
+        };
+        progress.add_total(100);
+        progress.add(60);
+        progress.undo(60);
+        progress.add(100);
+        assert_eq!(progress.bar.position(), 100);
+        progress.undo(1_000);
+        assert_eq!(progress.bar.position(), 0);
     }
 }

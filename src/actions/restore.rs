@@ -12,6 +12,9 @@
 //! It refuses to write anything while the schema is not rolled back, and a second
 //! run changes nothing.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use futures_util::StreamExt;
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -731,10 +734,17 @@ async fn load_rows(
     if let Some(progress) = &progress {
         progress.phase(format!("restoring {}", object.table));
     }
-    // Rows read from the vault, counted as they are handed on.
-    let counted = move |n: usize| {
-        if let Some(progress) = &progress {
-            progress.add(n as u64);
+    // Rows read from the vault, counted as they are handed on; `attempted`
+    // keeps the count of a binary load, which a fallback to text undoes.
+    let attempted = Arc::new(AtomicU64::new(0));
+    let counted = {
+        let progress = progress.clone();
+        let attempted = Arc::clone(&attempted);
+        move |n: usize| {
+            attempted.fetch_add(n as u64, Ordering::Relaxed);
+            if let Some(progress) = &progress {
+                progress.add(n as u64);
+            }
         }
     };
     if let Some(encode) = engine.bulk_encoder() {
@@ -763,6 +773,9 @@ async fn load_rows(
                 Some(loaded) => return Ok(loaded),
                 None => {
                     tracing::debug!(table = %object.table, "a value has no exact binary form; loading as text");
+                    if let Some(progress) = &progress {
+                        progress.undo(attempted.load(Ordering::Relaxed));
+                    }
                     session
                         .execute(
                             &format!("ROLLBACK TO SAVEPOINT {BINARY_SAVEPOINT}"),
