@@ -277,7 +277,7 @@ impl Worker {
 
     async fn vault(&mut self) -> Result<Vault, String> {
         if self.vault.is_none() {
-            let vault = crate::commands::open_synced_vault(&self.context.config)
+            let vault = crate::commands::open_vault_for_reading(&self.context.config)
                 .await
                 .map_err(|err| crate::error_chain(err.as_ref()))?;
             self.vault = Some(vault);

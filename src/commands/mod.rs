@@ -43,7 +43,8 @@ pub fn remote(config: &Config) -> Result<Option<Remote>, RemoteError> {
     .map(Some)
 }
 
-/// The vault for a command that only reads it (`snapshots list|show|verify`):
+/// The vault for a command that only reads it (`snapshots list|show|verify`,
+/// `restore`, whose lock is the database's):
 /// opened and synced as usual, or, when the local vault exists but cannot be
 /// opened for writing (its filesystem went read-only, say), read as it stands.
 /// A snapshot half-written there is still never listed complete. A mirror that
@@ -60,12 +61,6 @@ pub async fn open_vault_for_reading(config: &Config) -> anyhow::Result<Vault> {
         },
     };
     sync(config, vault).await
-}
-
-/// Opens the local vault and brings in what the mirror has that it lacks.
-pub async fn open_synced_vault(config: &Config) -> anyhow::Result<Vault> {
-    use anyhow::Context;
-    sync(config, open_vault(config).context("opening the vault")?).await
 }
 
 /// Brings into `vault` what the configured mirror has that it lacks.

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use anyhow::Context;
 
-use super::{EXIT_FINDINGS, describe, open_synced_vault};
+use super::{EXIT_FINDINGS, describe, open_vault_for_reading};
 use crate::actions::restore::{self, Options, Verification};
 use crate::config::Config;
 use crate::db;
@@ -24,7 +24,7 @@ pub async fn run(config: &Config, args: &Args, out: &mut dyn Write) -> anyhow::R
             args.snapshot
         )
     })?;
-    let vault = open_synced_vault(config).await?;
+    let vault = open_vault_for_reading(config).await?;
     let db = db::connect(&config.database.url).await?;
     let options = Options {
         dry_run: args.dry_run,

@@ -529,6 +529,17 @@ fn a_read_only_vault_fails_the_snapshot_cleanly_and_the_drop_is_reported_unprote
     unchanged();
     let verified = ws.run(&["snapshots", "verify", &earlier]);
     assert_eq!(verified.status.code(), Some(0), "{}", stderr(&verified));
+    // Restore only reads the vault: it runs from the read-only one (the rows
+    // are all still there, so it finds them unchanged and writes nothing).
+    let restored = ws.run(&["restore", "--snapshot", &earlier, "--json"]);
+    assert_eq!(restored.status.code(), Some(0), "{}", stderr(&restored));
+    let report: Value = serde_json::from_str(&stdout(&restored)).unwrap();
+    assert_eq!(report["objects"][0]["written"], 0, "{report:#}");
+    assert_eq!(
+        report["objects"][0]["unchanged"], report["objects"][0]["snapshot_rows"],
+        "{report:#}"
+    );
+    unchanged();
 
     // The daemon: not ready and saying why, the failure counted, the migration
     // reported unprotected, and once it is applied anyway, an incident says its
