@@ -55,23 +55,16 @@ pub(super) async fn checksum(
         own_from(Engine::Postgres, &table.name)
     );
 
-    let mut first = pool.acquire().await.map_err(DbError::query(&what))?;
-    execute(
-        &mut first,
-        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-        &what,
-    )
-    .await?;
-    let mut connections = vec![first];
+    let mut connections = vec![ReadOnly::begin(pool, &what).await?];
     let mut statements = vec![copy_sql(&select)];
     let pages = if parts >= 2 {
-        heap_pages(&mut connections[0], &table.name, &what).await?
+        heap_pages(connections[0].connection(), &table.name, &what).await?
     } else {
         None
     };
     if let Some(pages) = pages.filter(|&pages| pages >= parts as i64) {
         let snapshot: String = sqlx::query_scalar("SELECT pg_export_snapshot()")
-            .fetch_one(&mut *connections[0])
+            .fetch_one(&mut **connections[0].connection())
             .await
             .map_err(DbError::query(&what))?;
         // The id is the server's (`00000003-0000001B-1`); it is spliced into
@@ -83,15 +76,9 @@ pub(super) async fn checksum(
             ));
         }
         for _ in 1..parts {
-            let mut connection = pool.acquire().await.map_err(DbError::query(&what))?;
+            let mut connection = ReadOnly::begin(pool, &what).await?;
             execute(
-                &mut connection,
-                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-                &what,
-            )
-            .await?;
-            execute(
-                &mut connection,
+                connection.connection(),
                 &format!("SET TRANSACTION SNAPSHOT '{snapshot}'"),
                 &what,
             )
@@ -197,17 +184,58 @@ fn protocol(what: &str, detail: String) -> DbError {
     }
 }
 
+/// A pooled connection inside the read's `REPEATABLE READ READ ONLY`
+/// transaction. Unless [`commit`](Self::commit) ends it cleanly, it is closed
+/// rather than returned to the pool: the pool does not roll back, and whoever
+/// took it next would find themselves inside this transaction.
+struct ReadOnly(Option<PoolConnection<Postgres>>);
+
+impl ReadOnly {
+    async fn begin(pool: &PgPool, what: &str) -> Result<Self, DbError> {
+        let mut this = Self(Some(pool.acquire().await.map_err(DbError::query(what))?));
+        execute(
+            this.connection(),
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+            what,
+        )
+        .await?;
+        Ok(this)
+    }
+
+    fn connection(&mut self) -> &mut PoolConnection<Postgres> {
+        self.0
+            .as_mut()
+            .expect("taken only by commit, which consumes self")
+    }
+
+    async fn commit(mut self, what: &str) -> Result<(), DbError> {
+        execute(self.connection(), "COMMIT", what).await?;
+        // Back to the pool as a clean connection.
+        self.0.take();
+        Ok(())
+    }
+}
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        if let Some(connection) = self.0.as_mut() {
+            connection.close_on_drop();
+        }
+    }
+}
+
 /// One part: its COPY's rows hashed as they arrive, then the read-only
 /// transaction ended.
 async fn read_part(
-    mut connection: PoolConnection<Postgres>,
+    mut connection: ReadOnly,
     statement: String,
     kinds: Arc<[Field]>,
     what: String,
 ) -> Result<Checksummer, DbError> {
     let mut rows = CopyRows::new(kinds);
-    let read = async {
+    {
         let mut data = connection
+            .connection()
             .copy_out_raw(&statement)
             .await
             .map_err(DbError::query(&what))?;
@@ -216,15 +244,8 @@ async fn read_part(
             rows.feed(&chunk)
                 .map_err(|detail| protocol(&what, detail))?;
         }
-        Ok::<_, DbError>(())
     }
-    .await;
-    if let Err(err) = read {
-        // A COPY left half-read cannot be reused; the pool opens a new one.
-        connection.close_on_drop();
-        return Err(err);
-    }
-    execute(&mut connection, "COMMIT", &what).await?;
+    connection.commit(&what).await?;
     rows.finish().map_err(|detail| protocol(&what, detail))
 }
 

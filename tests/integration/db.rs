@@ -515,3 +515,56 @@ async fn mysql_rows_encoded_in_place_are_the_encoding_of_the_rows_read_as_values
     }
     adapter.close().await;
 }
+
+/// A read-back that fails part-way (here: the table is locked past the
+/// session's lock_timeout) leaves no pooled connection inside its read-only
+/// transaction: every connection the pool hands out afterwards can write.
+#[tokio::test]
+async fn a_failed_postgres_read_back_gives_no_connection_back_inside_its_transaction() {
+    let test_db = TestDb::create(EngineKind::Postgres, "readfail");
+    execute(
+        &test_db,
+        &[
+            "CREATE TABLE t (id BIGINT PRIMARY KEY, note TEXT)".into(),
+            "INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 1000) g".into(),
+        ],
+    )
+    .await;
+    let url = format!("{}?options=-c%20lock_timeout%3D300", test_db.url);
+    let adapter = db::connect(&DatabaseUrl::new(url)).await.unwrap();
+    let table = adapter.introspect("t").await.unwrap().unwrap();
+
+    let mut holder = sqlx::PgConnection::connect(&test_db.url).await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    for parts in [1, 2] {
+        let err = adapter
+            .checksum_rows(&table, &[], parts)
+            .await
+            .expect_err("the table is locked");
+        assert!(err.to_string().contains("lock timeout"), "{err}");
+    }
+    sqlx::raw_sql("COMMIT").execute(&mut holder).await.unwrap();
+
+    // Hold as many sessions as the pool has connections, so each is used.
+    let mut sessions = Vec::new();
+    for i in 0..4 {
+        let mut session = adapter.begin().await.unwrap();
+        session
+            .execute(
+                &format!("INSERT INTO t VALUES ({}, 'after')", 2000 + i),
+                &[],
+                "writing after the failed read",
+            )
+            .await
+            .unwrap_or_else(|err| panic!("session {i}: {err}"));
+        sessions.push(session);
+    }
+    for session in sessions {
+        session.commit().await.unwrap();
+    }
+    assert_eq!(adapter.count_rows("t").await.unwrap(), 1004);
+    adapter.close().await;
+}
