@@ -789,8 +789,8 @@ pub trait Adapter: Send + Sync {
     /// The checksum of `table.row_columns(columns)` over every row as the
     /// database holds it now, when the adapter computes it without making
     /// [`Value`]s: PostgreSQL does, from binary COPY, read in up to `parts`
-    /// parts (as [`split_rows`](Adapter::split_rows)) that all see one
-    /// snapshot. `None`: the caller hashes `split_rows` or `stream_rows`.
+    /// parts (ranges of heap pages, on connections of their own) that all see
+    /// one snapshot. `None`: the caller hashes `split_rows` or `stream_rows`.
     async fn checksum_rows(
         &self,
         _table: &TableInfo,
