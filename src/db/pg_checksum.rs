@@ -232,6 +232,7 @@ async fn read_part(
     kinds: Arc<[Field]>,
     what: String,
 ) -> Result<Checksummer, DbError> {
+    let started = std::time::Instant::now();
     let mut rows = CopyRows::new(kinds);
     {
         let mut data = connection
@@ -246,7 +247,13 @@ async fn read_part(
         }
     }
     connection.commit(&what).await?;
-    rows.finish().map_err(|detail| protocol(&what, detail))
+    let sum = rows.finish().map_err(|detail| protocol(&what, detail))?;
+    tracing::debug!(
+        rows = sum.rows(),
+        seconds = started.elapsed().as_secs_f64(),
+        "read back one part"
+    );
+    Ok(sum)
 }
 
 /// The signature that starts binary COPY data.
@@ -531,6 +538,76 @@ mod tests {
             sum.add_row(&row).unwrap();
         }
         sum
+    }
+
+    /// Any bytes, in any chunks, into any columns: an error or a sum, never
+    /// a panic; the printers take whatever a field holds.
+    mod arbitrary {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn field() -> impl Strategy<Value = Field> {
+            prop_oneof![
+                Just(Field::Read(PgKind::Bool)),
+                Just(Field::Read(PgKind::Int2)),
+                Just(Field::Read(PgKind::Int8)),
+                Just(Field::Read(PgKind::Float4)),
+                Just(Field::Read(PgKind::Bytes)),
+                Just(Field::Read(PgKind::Text(TextKind::Json))),
+                Just(Field::Read(PgKind::Other("inet".into()))),
+                Just(Field::of("numeric")),
+                Just(Field::of("date")),
+                Just(Field::of("timestamp without time zone")),
+                Just(Field::of("timestamp with time zone")),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn never_panics(
+                fields in proptest::collection::vec(field(), 1..6),
+                body in proptest::collection::vec(any::<u8>(), 0..400),
+                cut in 1usize..64,
+            ) {
+                // A valid header, then anything.
+                let mut data = SIGNATURE.to_vec();
+                data.extend_from_slice(&[0; 8]);
+                data.extend_from_slice(&body);
+                let mut rows = CopyRows::new(fields.into());
+                for chunk in data.chunks(cut) {
+                    if rows.feed(chunk).is_err() {
+                        break;
+                    }
+                }
+                let _ = rows.finish();
+            }
+
+            #[test]
+            fn printed_fields_of_any_bytes_never_panic(
+                bytes in proptest::collection::vec(any::<u8>(), 0..64),
+                words in proptest::collection::vec(any::<u16>(), 0..12),
+                micros in any::<i64>(),
+                days in any::<i32>(),
+            ) {
+                let mut out = Vec::new();
+                let _ = Printed::Numeric.print(&bytes, &mut out);
+                let numeric: Vec<u8> = words.iter().flat_map(|w| w.to_be_bytes()).collect();
+                let _ = Printed::Numeric.print(&numeric, &mut out);
+                // Well-formed but extreme: any weight, sign word and scale.
+                let mut shaped = (words.len() as u16).to_be_bytes().to_vec();
+                shaped.extend_from_slice(&(micros as i16).to_be_bytes());
+                shaped.extend_from_slice(&[[0x00, 0x40, 0xC0, 0xD0, 0xF0][(days as usize) % 5], 0]);
+                shaped.extend_from_slice(&((days >> 8) as u16).to_be_bytes());
+                shaped.extend(words.iter().flat_map(|w| (w % 10_000).to_be_bytes()));
+                out.clear();
+                Printed::Numeric.print(&shaped, &mut out).unwrap();
+                Printed::Timestamp.print(&micros.to_be_bytes(), &mut out).unwrap();
+                Printed::TimestampTz.print(&micros.to_be_bytes(), &mut out).unwrap();
+                Printed::Date.print(&days.to_be_bytes(), &mut out).unwrap();
+            }
+        }
     }
 
     #[test]
