@@ -153,6 +153,25 @@ macro_rules! pool_reads {
         pool_reads!($adapter);
 
         impl $adapter {
+            /// The `$kind` of each of `table.row_columns(columns)`, and its
+            /// SELECT expression.
+            fn kinds_and_exprs(
+                table: &$crate::db::TableInfo,
+                columns: &[String],
+            ) -> Result<(Vec<$kind>, Vec<String>), $crate::db::DbError> {
+                let selected = table.row_columns(columns)?;
+                let kinds: Vec<$kind> = selected
+                    .iter()
+                    .map(|c| $kind::of(&c.declared_type))
+                    .collect();
+                let exprs = selected
+                    .iter()
+                    .zip(&kinds)
+                    .map(|(column, kind)| kind.select(&$engine.quote(&column.name)))
+                    .collect();
+                Ok((kinds, exprs))
+            }
+
             /// Rows read column by column as `$kind` says: its SELECT expression
             /// per column, and its decoding of that column.
             fn stream_kinds<'a>(
@@ -161,19 +180,10 @@ macro_rules! pool_reads {
                 columns: &'a [String],
             ) -> $crate::db::RowStream<'a> {
                 use futures_util::StreamExt;
-                let selected = match table.row_columns(columns) {
-                    Ok(selected) => selected,
+                let (kinds, exprs) = match Self::kinds_and_exprs(table, columns) {
+                    Ok(found) => found,
                     Err(err) => return $crate::db::failed_stream(err),
                 };
-                let kinds: Vec<$kind> = selected
-                    .iter()
-                    .map(|c| $kind::of(&c.declared_type))
-                    .collect();
-                let exprs: Vec<String> = selected
-                    .iter()
-                    .zip(&kinds)
-                    .map(|(column, kind)| kind.select(&$engine.quote(&column.name)))
-                    .collect();
                 let sql = $crate::db::select_sql($engine, table, &exprs);
                 let what = format!("reading rows of {}", table.name);
                 Box::pin(
@@ -207,7 +217,7 @@ macro_rules! pool_reads {
                 if parts < 2 {
                     return Ok(None);
                 }
-                let selected = table.row_columns(columns)?;
+                let (kinds, exprs) = Self::kinds_and_exprs(table, columns)?;
                 let what = format!("reading rows of {}", table.name);
                 let bounds: (Option<i64>, Option<i64>) = sqlx::query_as(sqlx::AssertSqlSafe(
                     $crate::db::key_bounds_sql($engine, table, key),
@@ -218,15 +228,6 @@ macro_rules! pool_reads {
                 let (Some(min), Some(max)) = bounds else {
                     return Ok(None);
                 };
-                let kinds: Vec<$kind> = selected
-                    .iter()
-                    .map(|c| $kind::of(&c.declared_type))
-                    .collect();
-                let exprs: Vec<String> = selected
-                    .iter()
-                    .zip(&kinds)
-                    .map(|(column, kind)| kind.select(&$engine.quote(&column.name)))
-                    .collect();
                 let sql = $crate::db::range_select_sql($engine, table, &exprs, key);
                 let streams = $crate::db::key_ranges(min, max, parts)
                     .into_iter()
@@ -600,7 +601,7 @@ pub(crate) fn select_sql(engine: Engine, table: &TableInfo, exprs: &[String]) ->
 }
 
 /// A stream holding only `err`, for failures found before the query is sent.
-pub(crate) fn failed_stream<'a>(err: DbError) -> RowStream<'a> {
+pub(crate) fn failed_stream<'a, T: Send + 'a>(err: DbError) -> BoxStream<'a, Result<T, DbError>> {
     Box::pin(futures_util::stream::once(async { Err(err) }))
 }
 

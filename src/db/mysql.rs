@@ -163,19 +163,10 @@ impl Adapter for Mysql {
         columns: &'a [String],
     ) -> Option<EncodedStream<'a>> {
         use futures_util::StreamExt;
-        let selected = match table.row_columns(columns) {
-            Ok(selected) => selected,
-            Err(err) => return Some(Box::pin(futures_util::stream::once(async { Err(err) }))),
+        let (kinds, exprs) = match Self::kinds_and_exprs(table, columns) {
+            Ok(found) => found,
+            Err(err) => return Some(super::failed_stream(err)),
         };
-        let kinds: Vec<MyKind> = selected
-            .iter()
-            .map(|c| MyKind::of(&c.declared_type))
-            .collect();
-        let exprs: Vec<String> = selected
-            .iter()
-            .zip(&kinds)
-            .map(|(column, kind)| kind.select(&Engine::Mysql.quote(&column.name)))
-            .collect();
         let sql = super::select_sql(Engine::Mysql, table, &exprs);
         let what = format!("reading rows of {}", table.name);
         Some(Box::pin(
