@@ -345,6 +345,20 @@ async fn statements(kind: EngineKind, url: &str, sql: &[&str]) -> Result<Vec<Str
     })
 }
 
+/// An ad-hoc preserve of every column of `table`.
+fn whole_table(table: &str) -> preserve::Request {
+    preserve::Request {
+        migration: None,
+        rollback_command: None,
+        reason: Reason::AdHoc,
+        environment: "test".to_string(),
+        targets: vec![preserve::Target {
+            table: table.to_string(),
+            columns: Vec::new(),
+        }],
+    }
+}
+
 /// One property case: rows in, preserved, table recreated empty, restored.
 async fn round_trip(
     kind: EngineKind,
@@ -378,17 +392,7 @@ async fn round_trip(
     let adapter = db::connect(&DatabaseUrl::new(test_db.url.clone()))
         .await
         .map_err(|e| fail("connect", &e))?;
-    let request = preserve::Request {
-        migration: None,
-        rollback_command: None,
-        reason: Reason::AdHoc,
-        environment: "test".to_string(),
-        targets: vec![preserve::Target {
-            table: "rt".to_string(),
-            columns: Vec::new(),
-        }],
-    };
-    let taken = preserve::preserve(adapter.as_ref(), vault, &request)
+    let taken = preserve::preserve(adapter.as_ref(), vault, &whole_table("rt"))
         .await
         .map_err(|e| fail("preserve", &e))?;
     // The rollback: the table comes back empty.
@@ -480,17 +484,7 @@ fn a_value_without_a_binary_form_sends_the_whole_object_through_text_exactly_onc
         let dir = tempfile::tempdir().unwrap();
         let vault = Vault::open(dir.path()).unwrap();
         let adapter = db::connect(&DatabaseUrl::new(url.clone())).await.unwrap();
-        let request = preserve::Request {
-            migration: None,
-            rollback_command: None,
-            reason: Reason::AdHoc,
-            environment: "test".to_string(),
-            targets: vec![preserve::Target {
-                table: "fb".to_string(),
-                columns: Vec::new(),
-            }],
-        };
-        let taken = preserve::preserve(adapter.as_ref(), &vault, &request)
+        let taken = preserve::preserve(adapter.as_ref(), &vault, &whole_table("fb"))
             .await
             .unwrap();
         statements(EngineKind::Postgres, &url, &["DROP TABLE fb", create])
