@@ -591,3 +591,35 @@ fn replay_json(config: &Path, log: &Path) -> serde_json::Value {
     );
     serde_json::from_slice(&output.stdout).unwrap()
 }
+
+/// Issue 17, item 1: listing a watched directory raised an inotify `IN_OPEN`
+/// on it, which woke the source, which listed the directory again: an idle
+/// daemon with a file source used most of a core, forever. The daemon's CPU
+/// time is read from /proc, so a busy machine cannot make this pass or fail.
+#[test]
+fn an_idle_daemon_with_a_file_source_uses_almost_no_cpu() {
+    let ws = crate::harness::Workspace::new();
+    let logs = ws.path().join("logs");
+    fs::create_dir_all(&logs).unwrap();
+    append(&logs.join("web.log"), "INFO started\n");
+    append(&logs.join("worker.log"), "INFO started\n");
+    let config = ws.sqlite_config(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[[logs.file]]\npath = \"{}/*.log\"\n",
+        logs.display()
+    ));
+    let daemon = crate::harness::Daemon::start(&config);
+    daemon.wait_ready();
+    // Past start-up's own work.
+    std::thread::sleep(Duration::from_millis(500));
+    let before = daemon.cpu_ticks();
+    let idle = Duration::from_secs(3);
+    std::thread::sleep(idle);
+    let used = daemon.cpu_ticks() - before;
+    // SAFETY: sysconf has no preconditions.
+    let per_second = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap();
+    // 5% of a core at most (0.15 s in 3 s); the fault used 85-90%.
+    assert!(
+        used * 20 <= per_second * idle.as_secs(),
+        "an idle daemon used {used} ticks of CPU in {idle:?} ({per_second} ticks a second)"
+    );
+}

@@ -188,6 +188,18 @@ impl Daemon {
         }
     }
 
+    /// CPU time the daemon has used so far (user + system), in clock ticks
+    /// (`/proc/PID/stat`): what an idle sidecar costs, whatever the load.
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .expect("reading the daemon's /proc stat");
+        // The fields after the command name, which is in parentheses.
+        let after = &stat[stat.rfind(')').expect("a /proc stat line") + 2..];
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the whole line.
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+    }
+
     /// Sends SIGTERM and waits for the exit.
     pub fn terminate(mut self, limit: Duration) -> Stopped {
         self.wait_until_sigterm_is_caught();

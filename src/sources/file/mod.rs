@@ -205,7 +205,10 @@ impl Tailer {
     fn watch(&self, wake: std_mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
         use notify::Watcher;
         let (dir, recursive) = fixed_dir(&self.label);
-        let mut watcher = notify::recommended_watcher(move |_: notify::Result<notify::Event>| {
+        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if event.is_ok_and(|event| !wakes(&event.kind)) {
+                return;
+            }
             let _ = wake.send(());
         })
         .map_err(|err| tracing::warn!(glob = %self.label, error = %err, "no filesystem notifications; polling only"))
@@ -628,6 +631,19 @@ impl From<Unsent> for ReadError {
 impl From<io::Error> for ReadError {
     fn from(err: io::Error) -> Self {
         ReadError::Io(err)
+    }
+}
+
+/// Whether a notification can mean new bytes or files to read. Opening and
+/// reading are not: the source's own listing of the directory and its own reads
+/// raise them (inotify's `IN_OPEN`, which notify watches), so waking on them
+/// would wake the source forever on an idle directory.
+fn wakes(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    match kind {
+        notify::EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        notify::EventKind::Access(_) => false,
+        _ => true,
     }
 }
 
