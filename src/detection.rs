@@ -72,6 +72,8 @@ pub async fn run(
         parts,
         dirty: BTreeSet::new(),
         restoring: BTreeSet::new(),
+        auto: BTreeSet::new(),
+        auto_waiting: BTreeSet::new(),
     };
     let known = task.parts.book.list();
     let watched = task.parts.store.load_watched().unwrap_or_else(|err| {
@@ -203,6 +205,10 @@ struct Task {
     dirty: BTreeSet<String>,
     /// Incidents whose restore workflow is running.
     restoring: BTreeSet<String>,
+    /// Incidents `restore.mode = "auto"` has started (or tried to) restore.
+    auto: BTreeSet<String>,
+    /// Incidents auto mode said it waits for stronger evidence on.
+    auto_waiting: BTreeSet<String>,
 }
 
 impl Task {
@@ -277,21 +283,50 @@ impl Task {
             // Journaled at once: an opened incident must survive a crash.
             self.save(incident.clone()).await;
             self.alert(&incident).await;
-            if self.parts.config.restore.mode == RestoreMode::Auto {
-                match self.restore(&incident.id, false, "auto").await {
-                    Ok(_) => {
-                        tracing::warn!(incident = %incident.id, "restoring on its own (restore.mode = auto)")
-                    }
-                    Err(refusal) => {
-                        tracing::error!(incident = %incident.id, why = ?refusal, "restore.mode is auto, but this incident cannot be restored by dropguard")
-                    }
-                }
-            }
+            self.auto_restore(&incident).await;
             self.gauges();
         }
         for incident in outcome.updated {
             self.dirty.insert(incident.id.clone());
-            self.parts.book.put(incident);
+            self.parts.book.put(incident.clone());
+            self.auto_restore(&incident).await;
+        }
+    }
+
+    /// With `restore.mode = "auto"`, starts the restore of `incident` once its
+    /// evidence holds `detect.min_errors` errors raised by the database driver
+    /// in a traceback: log text alone can be written by any client (a URL, a
+    /// header), a driver's traceback cannot (see `detect::errors`). Until then
+    /// it waits, as in `approve` mode, and says so once.
+    async fn auto_restore(&mut self, incident: &Incident) {
+        if self.parts.config.restore.mode != RestoreMode::Auto
+            || self.auto.contains(&incident.id)
+            || !matches!(incident.state, State::Open | State::Alerted)
+            || incident.restore.is_some()
+        {
+            return;
+        }
+        let needed = self.parts.config.detect.min_errors.max(1);
+        if incident.traceback_errors < needed {
+            if self.auto_waiting.insert(incident.id.clone()) {
+                tracing::warn!(
+                    incident = %incident.id,
+                    traceback_errors = incident.traceback_errors,
+                    needed,
+                    "restore.mode is auto, but the rollback waits for {needed} errors raised by the database in a traceback (log lines alone can be forged by a client); approve it with `dropguard incidents approve {}` if the evidence is real",
+                    incident.id
+                );
+            }
+            return;
+        }
+        self.auto.insert(incident.id.clone());
+        match self.restore(&incident.id, false, "auto").await {
+            Ok(_) => {
+                tracing::warn!(incident = %incident.id, "restoring on its own (restore.mode = auto)")
+            }
+            Err(refusal) => {
+                tracing::error!(incident = %incident.id, why = ?refusal, "restore.mode is auto, but this incident cannot be restored by dropguard")
+            }
         }
     }
 

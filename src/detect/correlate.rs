@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
 
+use super::errors::{self, Proof};
 use super::incident::{
     Change, DeployInfo, DroppedObject, Incident, ObjectEvidence, RateEvidence, Sample, State,
     Transition, Trigger,
@@ -75,6 +76,7 @@ struct Recent {
     source: String,
     text: String,
     missing: Vec<Missing>,
+    proof: Proof,
 }
 
 /// One deploy's watch window.
@@ -94,6 +96,8 @@ struct Watch {
     /// Times of all error events since the deploy, within the sliding window.
     errors: VecDeque<SystemTime>,
     total_correlated: u64,
+    /// Of those, the ones read from a database driver's traceback.
+    traceback_correlated: u64,
     evidence: Vec<ObjectEvidence>,
     samples: Vec<Sample>,
     rates: Vec<RateEvidence>,
@@ -173,6 +177,7 @@ impl Detector {
             }
             let mut watch = Watch::new(incident.deploy.clone(), start, until);
             watch.total_correlated = incident.errors;
+            watch.traceback_correlated = incident.traceback_errors;
             watch.evidence = incident.objects.clone();
             watch.samples = incident.samples.clone();
             watch.rates = incident.rates.clone();
@@ -236,15 +241,18 @@ impl Detector {
             outcome.merge(watch.trigger(Trigger::Unpreserved, note, now, &self.settings));
         }
         // Errors seen just before the deploy was known belong to it too.
-        let late: Vec<(SystemTime, String, String, Vec<Missing>)> = self
+        let late: Vec<(SystemTime, String, String, Vec<Missing>, Proof)> = self
             .recent
             .iter()
             .filter(|r| r.at >= start)
-            .map(|r| (r.at, r.source.clone(), r.text.clone(), r.missing.clone()))
+            .map(|r| {
+                let (source, text) = (r.source.clone(), r.text.clone());
+                (r.at, source, text, r.missing.clone(), r.proof)
+            })
             .collect();
         let watch = &mut self.watches[index];
-        for (at, source, text, missing) in late {
-            outcome.merge(watch.correlate(&missing, at, &source, &text, &self.settings));
+        for (at, source, text, missing, proof) in late {
+            outcome.merge(watch.correlate(&missing, proof, at, &source, &text, &self.settings));
         }
         outcome
     }
@@ -294,11 +302,14 @@ impl Detector {
     }
 
     fn log(&mut self, record: &Record, source: &str, at: SystemTime) -> Outcome {
-        let text = record.message.as_str();
-        let missing = self.signatures.find(text.as_bytes());
-        if missing.is_empty() && !is_error(record) {
+        // Only errors count, and only their own text names objects: a client's
+        // text in a URL or a warning names nothing (see `errors`).
+        let Some(error) = errors::error_text(record) else {
             return Outcome::default();
-        }
+        };
+        let text = record.message.as_str();
+        let missing = self.signatures.find(error.text.as_bytes());
+        let proof = error.proof;
         self.count_error(at);
         let mut outcome = Outcome::default();
         for watch in &mut self.watches {
@@ -307,7 +318,7 @@ impl Detector {
             }
             watch.push_error(at, self.settings.window);
             if !missing.is_empty() {
-                outcome.merge(watch.correlate(&missing, at, source, text, &self.settings));
+                outcome.merge(watch.correlate(&missing, proof, at, source, text, &self.settings));
             }
             outcome.merge(watch.check_log_spike(at, &self.settings));
         }
@@ -317,6 +328,7 @@ impl Detector {
                 source: source.to_string(),
                 text: mask::sample(text, SAMPLE_CHARS),
                 missing,
+                proof,
             });
             while self.recent.len() > RECENT_CAP
                 || self.recent.front().is_some_and(|r| r.at + LATE_DEPLOY < at)
@@ -417,6 +429,7 @@ impl Watch {
             correlated: VecDeque::new(),
             errors: VecDeque::new(),
             total_correlated: 0,
+            traceback_correlated: 0,
             evidence: Vec::new(),
             samples: Vec::new(),
             rates: Vec::new(),
@@ -462,6 +475,7 @@ impl Watch {
     fn correlate(
         &mut self,
         missing: &[Missing],
+        proof: Proof,
         at: SystemTime,
         source: &str,
         text: &str,
@@ -516,6 +530,9 @@ impl Watch {
             }
         }
         self.total_correlated += 1;
+        if proof == Proof::Traceback {
+            self.traceback_correlated += 1;
+        }
         if self.samples.len() < MAX_SAMPLES {
             self.samples.push(Sample {
                 at: now,
@@ -650,6 +667,7 @@ impl Watch {
                     triggers: vec![trigger],
                     deploy: self.deploy.clone(),
                     errors: 0,
+                    traceback_errors: 0,
                     objects: Vec::new(),
                     rates: Vec::new(),
                     samples: Vec::new(),
@@ -686,6 +704,7 @@ impl Watch {
         incident.updated_at = time(at);
         incident.deploy = self.deploy.clone();
         incident.errors = self.total_correlated;
+        incident.traceback_errors = self.traceback_correlated;
         incident.objects = self.evidence.clone();
         incident.samples = self.samples.clone();
         incident.rates = self.rates.clone();
@@ -711,31 +730,6 @@ fn names(missing: &Missing, object: &DroppedObject) -> Option<Option<String>> {
         }
         (None, None) => None,
     }
-}
-
-/// Whether a record is an error, for the error rate: by its level when it has
-/// one, else by the usual markers in its first line.
-fn is_error(record: &Record) -> bool {
-    if let Some(level) = &record.level {
-        return matches!(
-            level.to_ascii_lowercase().as_str(),
-            "error"
-                | "err"
-                | "critical"
-                | "crit"
-                | "fatal"
-                | "alert"
-                | "emerg"
-                | "emergency"
-                | "severe"
-        );
-    }
-    let text = &record.message;
-    let first = text.lines().next().unwrap_or("");
-    let head = &first[..first.floor_char_boundary(300)];
-    head.split(|c: char| !c.is_ascii_alphabetic())
-        .any(|word| matches!(word, "ERROR" | "CRITICAL" | "FATAL"))
-        || text.contains("Traceback (most recent call last)")
 }
 
 fn headline(incident: &Incident) -> String {
@@ -896,6 +890,13 @@ mod tests {
             vec![object("catalog_product", &["notes"], Change::Dropped)],
             true,
             DeployOrigin::DjangoMigrations,
+        )
+    }
+
+    /// A Django 500 whose traceback ends in `exception`.
+    fn traceback(exception: &str) -> String {
+        format!(
+            "ERROR django.request Internal Server Error: /items/\nTraceback (most recent call last):\n  File \"/srv/app/views.py\", line 9, in index\n{exception}"
         )
     }
 
@@ -1095,7 +1096,9 @@ mod tests {
         let mut grown = Outcome::default();
         for i in 0..5 {
             grown.merge(d.observe(
-                &log("MySQLdb.ProgrammingError: (1146, \"Table 'shop.catalog_legacyitem' doesn't exist\")"),
+                &log(&traceback(
+                    "MySQLdb.ProgrammingError: (1146, \"Table 'shop.catalog_legacyitem' doesn't exist\")",
+                )),
                 at(5.0 + f64::from(i)),
             ));
         }
@@ -1141,7 +1144,9 @@ mod tests {
         let mut outcome = Outcome::default();
         for i in 0..5 {
             outcome.merge(d.observe(
-                &log("sqlite3.OperationalError: no such table: catalog_item"),
+                &log(&traceback(
+                    "sqlite3.OperationalError: no such table: catalog_item",
+                )),
                 at(1.0 + f64::from(i)),
             ));
         }

@@ -196,6 +196,11 @@ pub struct Incident {
     pub deploy: DeployInfo,
     /// Errors naming a dropped object, over all objects.
     pub errors: u64,
+    /// Of those, the errors read from a database driver's traceback: evidence
+    /// that no client's text can forge, and the only evidence `restore.mode =
+    /// "auto"` acts on ([`crate::detect::errors`]).
+    #[serde(default)]
+    pub traceback_errors: u64,
     pub objects: Vec<ObjectEvidence>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rates: Vec<RateEvidence>,

@@ -3,6 +3,7 @@
 //! source or performs an action itself.
 
 pub mod correlate;
+pub mod errors;
 pub mod incident;
 pub mod mask;
 pub mod signatures;

@@ -640,3 +640,77 @@ rollback_command = '''{rollback}'''
     assert_eq!(bodies.len(), 2, "one alert, one follow-up: {bodies:#?}");
     assert!(bodies[1].contains("Restored"), "{}", bodies[1]);
 }
+
+/// Issue 17, item 2: text any client can make the app log (a URL in Django's
+/// own `Not Found` warning, a search quoted at INFO) named the dropped column,
+/// opened incidents, and with `restore.mode = "auto"` ran the rollback. Now
+/// only errors count; and an incident opened by error lines that carry no
+/// traceback of the database's (an app logging a client's input as an error)
+/// waits for an approval even in auto mode. The old replica's real tracebacks
+/// then start the rollback on their own, as before.
+#[test]
+fn forged_log_lines_open_nothing_and_never_start_an_automatic_rollback() {
+    let ws = Workspace::new();
+    let db = TestDb::create(EngineKind::Sqlite, "forged");
+    let log = ws.path().join("app.log");
+    let marker = ws.path().join("rolled-back");
+    let extra = format!(
+        "[restore]\nmode = \"auto\"\nrollback_command = \"touch {}\"\n",
+        marker.display()
+    );
+    let daemon = before_the_drop(&ws, &db, &log, &extra);
+    django(&db.url, &["manage.py", "migrate", "catalog", "0016", "-v0"]);
+    wait_until("the deploy", Duration::from_secs(20), || {
+        metric(
+            &daemon,
+            r#"dropguard_deploys_total{origin="django_migrations"}"#,
+        ) >= 1.0
+    });
+    let events = format!(
+        r#"dropguard_source_events_total{{source="{}"}}"#,
+        log.display()
+    );
+
+    old_replica(&db, &log, "forged", 10);
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains(
+            "WARNING django.request Not Found: /no such column: catalog_product.brand_code"
+        ),
+        "Django logged the request differently: {text}"
+    );
+    wait_until("the forged lines read", Duration::from_secs(20), || {
+        metric(&daemon, &events) >= 20.0
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        incidents(&daemon).is_empty(),
+        "forged lines opened an incident: {:#?}",
+        incidents(&daemon)
+    );
+
+    // Errors by their level open an incident, but no automatic rollback.
+    old_replica(&db, &log, "forged_error", 6);
+    wait_until("the incident", Duration::from_secs(20), || {
+        incidents(&daemon)
+            .first()
+            .is_some_and(|i| i["errors"].as_u64() == Some(6))
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let incident = &incidents(&daemon)[0];
+    assert_eq!(incident["traceback_errors"], 0, "{incident:#}");
+    assert!(incident["restore"].is_null(), "{incident:#}");
+    assert!(
+        !marker.exists(),
+        "the rollback command ran on error lines a client can forge"
+    );
+
+    // The database's own errors, in the tracebacks Django logs, start it.
+    old_replica(&db, &log, "brand", 5);
+    wait_until("the automatic rollback", Duration::from_secs(20), || {
+        marker.exists()
+    });
+    let incident = &incidents(&daemon)[0];
+    assert_eq!(incident["traceback_errors"], 5, "{incident:#}");
+    assert_eq!(incident["restore"]["requested_by"], "auto", "{incident:#}");
+}

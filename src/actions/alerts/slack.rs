@@ -293,6 +293,7 @@ pub(crate) mod tests {
                 }],
             },
             errors: 8,
+            traceback_errors: 8,
             objects: vec![ObjectEvidence {
                 table: "catalog_product".into(),
                 column: Some("brand_code".into()),
