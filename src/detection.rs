@@ -74,6 +74,7 @@ pub async fn run(
         restoring: BTreeSet::new(),
         auto: BTreeSet::new(),
         auto_waiting: BTreeSet::new(),
+        shutdown: shutdown.clone(),
     };
     let known = task.parts.book.list();
     let watched = task.parts.store.load_watched().unwrap_or_else(|err| {
@@ -143,6 +144,31 @@ pub async fn run(
     Ok(())
 }
 
+/// Runs blocking `work` off the async threads. During shutdown, once the
+/// runtime no longer starts blocking tasks, it runs here instead: what must be
+/// journaled is journaled. `None` when it panicked.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let slot = Arc::new(std::sync::Mutex::new(Some(work)));
+    let taken = slot.clone();
+    let ran = tokio::task::spawn_blocking(move || {
+        let work = taken.lock().ok()?.take()?;
+        Some(work())
+    })
+    .await;
+    match ran {
+        Ok(Some(value)) => Some(value),
+        Err(err) if err.is_panic() => {
+            tracing::error!(error = %err, "a journal or vault task panicked");
+            None
+        }
+        // Cancelled before it started: the runtime is shutting down.
+        _ => {
+            let work = slot.lock().ok()?.take()?;
+            Some(work())
+        }
+    }
+}
+
 /// How long a deploy's destructive migration may still be being preserved when
 /// its rows appear: automatic preservation reads the tables before `migrate`
 /// can drop them, but publishes the snapshot a moment later (and on SQLite a
@@ -158,13 +184,12 @@ async fn resolve(
     vault: Option<Vault>,
     deploy: crate::event::Deploy,
     at: SystemTime,
+    shutdown: &CancellationToken,
 ) -> Option<crate::detect::incident::DeployInfo> {
     let (shared, files_vault) = (config.clone(), vault.clone());
-    let mut info = tokio::task::spawn_blocking(move || {
-        crate::resolve::deploy(&shared, files_vault.as_ref(), &deploy, at)
-    })
-    .await
-    .ok()?;
+    let mut info =
+        blocking(move || crate::resolve::deploy(&shared, files_vault.as_ref(), &deploy, at))
+            .await?;
     // Only the snapshots are looked for again: the files said what was dropped.
     let waited = Instant::now();
     while config.preserve.auto && waited.elapsed() < PRESERVE_GRACE {
@@ -177,8 +202,12 @@ async fn resolve(
         let Some(vault) = vault.clone().filter(|_| !missing.is_empty()) else {
             break;
         };
-        tokio::time::sleep(PRESERVE_RECHECK).await;
-        let found = tokio::task::spawn_blocking(move || {
+        // Shutting down: the deploy is kept as it resolved, not waited on.
+        tokio::select! {
+            () = tokio::time::sleep(PRESERVE_RECHECK) => {}
+            () = shutdown.cancelled() => break,
+        }
+        let found = blocking(move || {
             missing
                 .into_iter()
                 .map(|m| {
@@ -187,8 +216,7 @@ async fn resolve(
                 })
                 .collect::<Vec<_>>()
         })
-        .await
-        .ok()?;
+        .await?;
         for (name, snapshot) in found {
             if let Some(m) = info.migrations.iter_mut().find(|m| m.migration == name) {
                 m.snapshot = snapshot;
@@ -209,6 +237,7 @@ struct Task {
     auto: BTreeSet<String>,
     /// Incidents auto mode said it waits for stronger evidence on.
     auto_waiting: BTreeSet<String>,
+    shutdown: CancellationToken,
 }
 
 impl Task {
@@ -224,7 +253,8 @@ impl Task {
                     self.parts.vault.clone(),
                     deploy.clone(),
                 );
-                let Some(mut info) = resolve(config, vault, deploy, at).await else {
+                let shutdown = self.shutdown.clone();
+                let Some(mut info) = resolve(config, vault, deploy, at, &shutdown).await else {
                     tracing::error!("resolving a deploy panicked; it is not watched");
                     return;
                 };
@@ -489,8 +519,8 @@ impl Task {
             return;
         };
         let ended = incident.clone();
-        let queued = tokio::task::spawn_blocking(move || outbox.enqueue(event, &ended)).await;
-        if !matches!(queued, Ok(Ok(_))) {
+        let queued = blocking(move || outbox.enqueue(event, &ended)).await;
+        if !matches!(queued, Some(Ok(_))) {
             tracing::error!(incident = %incident.id, event = event.as_str(), "cannot queue the incident's follow-up alerts; the next start tries again");
         }
     }
@@ -502,11 +532,9 @@ impl Task {
             return;
         };
         let opened = incident.clone();
-        let queued =
-            tokio::task::spawn_blocking(move || outbox.enqueue(alerts::Event::Opened, &opened))
-                .await;
+        let queued = blocking(move || outbox.enqueue(alerts::Event::Opened, &opened)).await;
         match queued {
-            Ok(Ok(receivers)) if receivers > 0 => {
+            Some(Ok(receivers)) if receivers > 0 => {
                 let note = format!("alert queued for {receivers} receiver(s)");
                 if let Some(alerted) =
                     self.detector
@@ -516,12 +544,9 @@ impl Task {
                     self.save(alerted).await;
                 }
             }
-            Ok(Ok(_)) => {}
-            Ok(Err(err)) => {
+            Some(Ok(_)) | None => {}
+            Some(Err(err)) => {
                 tracing::error!(incident = %incident.id, error = %err, "cannot queue the incident's alerts; the next start tries again (is the state dir writable?)");
-            }
-            Err(err) => {
-                tracing::error!(incident = %incident.id, error = %err, "queuing alerts panicked")
             }
         }
     }
@@ -529,12 +554,8 @@ impl Task {
     async fn save_watched(&self) {
         let store = self.parts.store.clone();
         let watched = self.detector.watched();
-        match tokio::task::spawn_blocking(move || store.save_watched(&watched)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => {
-                tracing::error!(error = %err, "cannot save the watched deploys; a restart would stop watching them");
-            }
-            Err(err) => tracing::error!(error = %err, "saving the watched deploys panicked"),
+        if let Some(Err(err)) = blocking(move || store.save_watched(&watched)).await {
+            tracing::error!(error = %err, "cannot save the watched deploys; a restart would stop watching them");
         }
     }
 
@@ -549,13 +570,8 @@ impl Task {
     async fn save(&self, incident: Incident) {
         let store = self.parts.store.clone();
         let id = incident.id.clone();
-        let saved = tokio::task::spawn_blocking(move || store.save(&incident)).await;
-        match saved {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => {
-                tracing::error!(incident = %id, error = %err, "cannot journal the incident; a restart would lose its latest state (is the state dir writable?)");
-            }
-            Err(err) => tracing::error!(incident = %id, error = %err, "journaling panicked"),
+        if let Some(Err(err)) = blocking(move || store.save(&incident)).await {
+            tracing::error!(incident = %id, error = %err, "cannot journal the incident; a restart would lose its latest state (is the state dir writable?)");
         }
     }
 

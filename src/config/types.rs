@@ -224,6 +224,12 @@ pub struct FileLogConfig {
     /// or missed (network filesystems, some container overlays).
     #[serde(default = "default_poll_interval")]
     pub poll_interval: Duration,
+    /// Directories a symlink the glob matches may point into (Kubernetes'
+    /// `/var/log/containers/*.log` point into `/var/log/pods`). A symlink is
+    /// followed only into these and into the glob's own directory; any other is
+    /// refused and reported, so a link to `/etc/shadow` reads nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub symlinks_into: Vec<std::path::PathBuf>,
 }
 
 impl FileLogConfig {
@@ -240,6 +246,7 @@ impl FileLogConfig {
             multiline_timeout: default_multiline_timeout(),
             max_event_bytes: default_max_event_bytes(),
             poll_interval: default_poll_interval(),
+            symlinks_into: Vec::new(),
         }
     }
 }

@@ -714,3 +714,48 @@ fn forged_log_lines_open_nothing_and_never_start_an_automatic_rollback() {
     assert_eq!(incident["traceback_errors"], 5, "{incident:#}");
     assert_eq!(incident["restore"]["requested_by"], "auto", "{incident:#}");
 }
+
+/// Issue 17, item 5: a deploy whose snapshot was still being looked for (up to
+/// 15 s with `preserve.auto`) held the detection task past the grace period at
+/// SIGTERM; the daemon exited with the deploy never resolved and the incident
+/// it opens never journaled, and its events were not read again after the
+/// restart. Now the look ends at shutdown: the deploy resolves as it stands
+/// and its incident is journaled within the grace period.
+#[test]
+fn a_deploy_being_resolved_at_sigterm_is_journaled_within_the_grace_period() {
+    let ws = Workspace::new();
+    let db = TestDb::create(EngineKind::Sqlite, "sigterm");
+    let log = ws.path().join("app.log");
+    let daemon = before_the_drop(&ws, &db, &log, "");
+    // Applied before dropguard ran, so nothing preserved it: resolving it looks
+    // for its snapshot again for up to 15 s.
+    let unpreserved = "catalog.0015_delete_digitalproduct";
+    let reply = daemon.request(
+        "POST",
+        "/api/v1/deploys",
+        &[("Content-Type", "application/json")],
+        format!(r#"{{"migrations": ["{unpreserved}"]}}"#).as_bytes(),
+    );
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    let stopped = daemon.terminate(Duration::from_secs(30));
+    assert!(stopped.status.success(), "{:?}", stopped.status);
+    assert!(
+        stopped.took < Duration::from_secs(5),
+        "SIGTERM took {:?} with a 5 s grace period",
+        stopped.took
+    );
+    let listed = ws.run(&["incidents", "list", "--json"]);
+    let journaled: Value = serde_json::from_slice(&listed.stdout).unwrap_or(Value::Null);
+    let journaled = journaled.as_array().cloned().unwrap_or_default();
+    assert_eq!(journaled.len(), 1, "{}", stdout(&listed));
+    assert_eq!(
+        journaled[0]["triggers"][0], "unpreserved",
+        "{:#}",
+        journaled[0]
+    );
+    assert!(
+        !stopped.logs.iter().any(|l| l.contains("panicked")),
+        "{:#?}",
+        stopped.logs
+    );
+}

@@ -27,6 +27,7 @@ fn config(glob: &Path, multiline: Multiline) -> FileLogConfig {
         multiline_timeout: ConfigDuration(Duration::from_millis(200)),
         max_event_bytes: 64 * 1024,
         poll_interval: ConfigDuration(Duration::from_millis(100)),
+        symlinks_into: Vec::new(),
     }
 }
 
@@ -621,5 +622,62 @@ fn an_idle_daemon_with_a_file_source_uses_almost_no_cpu() {
     assert!(
         used * 20 <= per_second * idle.as_secs(),
         "an idle daemon used {used} ticks of CPU in {idle:?} ({per_second} ticks a second)"
+    );
+}
+
+/// Issue 17, item 12: the file source followed a symlink the glob matched to any
+/// regular file (as root it read `/etc/shadow`). A link is followed only into
+/// the glob's own directory and `symlinks_into`; any other is refused and
+/// counted, while the other files go on.
+#[test]
+fn a_symlink_out_of_the_log_directory_is_not_read() {
+    let ws = tempfile::tempdir().unwrap();
+    let logs = ws.path().join("logs");
+    let pods = ws.path().join("pods");
+    let secrets = ws.path().join("etc");
+    for dir in [&logs, &pods, &secrets] {
+        fs::create_dir_all(dir).unwrap();
+    }
+    append(
+        &secrets.join("shadow"),
+        "root:SECRET-HASH:19000:0:99999:7:::\n",
+    );
+    append(&pods.join("web-0.log"), "from the pod\n");
+    append(&logs.join("real.log"), "from the real file\n");
+    append(
+        &logs.join("rotated.1"),
+        "from a file in the same directory\n",
+    );
+    std::os::unix::fs::symlink(secrets.join("shadow"), logs.join("shadow.log")).unwrap();
+    std::os::unix::fs::symlink(pods.join("web-0.log"), logs.join("web-0.log")).unwrap();
+    std::os::unix::fs::symlink(logs.join("rotated.1"), logs.join("inside.log")).unwrap();
+    let mut config = config(&logs.join("*.log"), Multiline::None);
+    config.symlinks_into = vec![pods.clone()];
+    let running = Running::start(config, &ws.path().join("state"));
+    running.wait_for("the readable files", |m| m.len() >= 3);
+    std::thread::sleep(Duration::from_millis(300));
+    let stats = running.stats.clone();
+    let messages = running.stop();
+    assert!(
+        !messages.iter().any(|m| m.contains("SECRET")),
+        "a symlink out of the log directory was read: {messages:?}"
+    );
+    for expected in [
+        "from the pod",
+        "from the real file",
+        "from a file in the same directory",
+    ] {
+        assert!(
+            messages.iter().any(|m| m == expected),
+            "{expected}: {messages:?}"
+        );
+    }
+    let glob = logs.join("*.log").display().to_string();
+    assert_eq!(
+        stats
+            .errors
+            .with_label_values(&[glob.as_str(), "open"])
+            .get(),
+        1
     );
 }

@@ -257,6 +257,9 @@ impl Tailer {
                     continue;
                 }
             };
+            if !self.may_follow(&path) {
+                continue;
+            }
             let Ok(metadata) = std::fs::metadata(&path) else {
                 continue; // gone between listing and looking
             };
@@ -333,6 +336,35 @@ impl Tailer {
                 }
             }
         }
+    }
+
+    /// Whether `path` may be read: a regular path, or a symlink whose target
+    /// lies in the glob's own directory or in `symlinks_into`. A refused link
+    /// is reported once, like a file that cannot be opened.
+    fn may_follow(&mut self, path: &Path) -> bool {
+        let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+        if !is_link {
+            return true;
+        }
+        let Ok(target) = std::fs::canonicalize(path) else {
+            return false; // dangling: nothing to read
+        };
+        let (fixed, _) = fixed_dir(&self.label);
+        let allowed = std::iter::once(&fixed)
+            .chain(&self.config.symlinks_into)
+            .filter_map(|dir| std::fs::canonicalize(dir).ok())
+            .any(|dir| target.starts_with(dir));
+        if !allowed {
+            self.open_failed(
+                path.to_path_buf(),
+                format!(
+                    "it is a symlink to {}, outside {} and logs.file.symlinks_into; it is not read (add its directory to symlinks_into to read it)",
+                    target.display(),
+                    fixed.display()
+                ),
+            );
+        }
+        allowed
     }
 
     fn open_failed(&mut self, path: PathBuf, error: String) {
