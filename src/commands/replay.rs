@@ -89,6 +89,9 @@ struct Match {
     missing: Vec<Missing>,
     /// The line of the event holding the error.
     sample: String,
+    /// The whole event, as the detector reads it.
+    #[serde(skip)]
+    record: Record,
 }
 
 #[derive(Serialize)]
@@ -197,12 +200,7 @@ fn detect(
                     source: std::sync::Arc::from(format!("file:{}", m.file.display())),
                     observed_at: at,
                     logged_at: Some(at),
-                    payload: Payload::Log(Record {
-                        message: m.sample.clone(),
-                        level: None,
-                        fields: None,
-                        truncated: false,
-                    }),
+                    payload: Payload::Log(m.record.clone()),
                 };
                 detector.observe(&event, at)
             }
@@ -332,8 +330,7 @@ fn replay_range(
                     return Ok(());
                 }
             }
-            let missing = signatures.find(finished.bytes);
-            if missing.is_empty() {
+            if signatures.find(finished.bytes).is_empty() {
                 return Ok(());
             }
             let (record, logged_at) = decode_record(
@@ -344,11 +341,19 @@ fn replay_range(
                 stats,
                 &label,
             );
-            let sample = record
-                .message
+            // As the daemon reads it: only an error's own text names objects.
+            let Some(error) = crate::detect::errors::error_text(&record) else {
+                return Ok(());
+            };
+            let missing = signatures.find(error.text.as_bytes());
+            if missing.is_empty() {
+                return Ok(());
+            }
+            let sample = error
+                .text
                 .lines()
                 .find(|line| !signatures.find(line.as_bytes()).is_empty())
-                .unwrap_or(&record.message)
+                .unwrap_or(&error.text)
                 .chars()
                 .take(SAMPLE_CHARS)
                 .collect();
@@ -359,6 +364,7 @@ fn replay_range(
                 logged_at,
                 missing,
                 sample,
+                record,
             });
             Ok(())
         };

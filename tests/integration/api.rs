@@ -58,6 +58,7 @@ fn incident() -> Value {
             }]
         },
         "errors": 12,
+        "traceback_errors": 12,
         "objects": [{
             "table": "catalog_item",
             "column": "legacy_code",
