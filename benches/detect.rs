@@ -115,6 +115,7 @@ fn deploy(at: SystemTime) -> DeployInfo {
             }],
             in_use: Vec::new(),
         }],
+        more_migrations: 0,
     }
 }
 

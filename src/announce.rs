@@ -35,6 +35,31 @@ pub struct Announcement {
 #[error("{0}")]
 pub struct BodyError(String);
 
+/// The most migrations one announcement may name: a release applies tens;
+/// more is a mistake or an attack, and each name costs work in every watch.
+pub const MAX_MIGRATIONS: usize = 2000;
+/// The longest migration name taken (Django's are far shorter).
+const MAX_NAME: usize = 255;
+
+/// `app_label.name` as Django has them, or a plain SQL migration's file id
+/// (its path under `sql.dir` without the extension: `V3__drop_legacy`,
+/// `2026/0003_drop`).
+fn is_migration_name(name: &str) -> bool {
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let django = name.split_once('.').is_some_and(|(app, migration)| {
+        !app.is_empty()
+            && !migration.is_empty()
+            && app.chars().all(word)
+            && migration.chars().all(word)
+    });
+    let sql = !name.starts_with(['/', '.', '-'])
+        && !name.contains("..")
+        && name
+            .chars()
+            .all(|c| word(c) || matches!(c, '/' | '.' | '-'));
+    name.len() <= MAX_NAME && (django || sql)
+}
+
 /// Reads and checks a deploy announcement. Unknown fields are refused, so that a
 /// misspelt `relase` is an error and not silently dropped.
 pub fn parse_deploy(body: &[u8]) -> Result<Announcement, BodyError> {
@@ -57,9 +82,26 @@ pub fn parse_deploy(body: &[u8]) -> Result<Announcement, BodyError> {
             "migrations: must name at least one applied migration (\"app.name\")".to_string(),
         ));
     }
+    if raw.migrations.len() > MAX_MIGRATIONS {
+        return Err(BodyError(format!(
+            "migrations: {} names; one announcement carries at most {MAX_MIGRATIONS} (split the deploy, or let dropguard see the rows in django_migrations)",
+            raw.migrations.len()
+        )));
+    }
     if let Some(i) = raw.migrations.iter().position(|m| m.trim().is_empty()) {
         return Err(BodyError(format!(
             "migrations[{i}]: must be a migration name (\"app.name\"), not empty"
+        )));
+    }
+    if let Some((i, name)) = raw
+        .migrations
+        .iter()
+        .enumerate()
+        .find(|(_, m)| !is_migration_name(m))
+    {
+        let shown: String = name.chars().take(80).collect();
+        return Err(BodyError(format!(
+            "migrations[{i}]: {shown:?} is not a migration name: \"app_label.migration_name\" (letters, digits and _ on each side of one dot; a plain SQL migration's file id with / . - too), at most {MAX_NAME} characters"
         )));
     }
     let at = match raw.at {
@@ -139,6 +181,46 @@ mod tests {
         let at = parsed.at.unwrap();
         let secs = at.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
         assert_eq!(secs, 1_795_623_758);
+    }
+
+    #[test]
+    fn an_announcement_names_migrations_and_at_most_max_migrations_of_them() {
+        for bad in [
+            r#"{"migrations": ["catalog 0003"]}"#,
+            r#"{"migrations": ["../../etc/passwd"]}"#,
+            r#"{"migrations": ["catalog.0003
+ERROR"]}"#,
+            r#"{"migrations": ["<script>.x"]}"#,
+        ] {
+            assert!(
+                refused(bad).starts_with("migrations[0]: "),
+                "{bad}: {}",
+                refused(bad)
+            );
+        }
+        let long = format!(r#"{{"migrations": ["app.{}"]}}"#, "x".repeat(300));
+        assert!(refused(&long).contains("at most 255"));
+        let names: Vec<String> = (0..=MAX_MIGRATIONS).map(|i| format!("app.m{i}")).collect();
+        let many = serde_json::json!({ "migrations": names }).to_string();
+        assert!(
+            refused(&many).contains("at most 2000"),
+            "{}",
+            refused(&many)
+        );
+        let ok = serde_json::json!({ "migrations": &names[..MAX_MIGRATIONS] }).to_string();
+        assert_eq!(
+            parse_deploy(ok.as_bytes()).unwrap().migrations.len(),
+            MAX_MIGRATIONS
+        );
+        for good in [
+            "catalog.0003_retire",
+            "V3__drop_legacy",
+            "2026/0003_drop",
+            "auth.0012_alter_user_first_name_max_length",
+        ] {
+            let body = serde_json::json!({ "migrations": [good] }).to_string();
+            assert!(parse_deploy(body.as_bytes()).is_ok(), "{good}");
+        }
     }
 
     #[test]

@@ -131,6 +131,7 @@ pub async fn serve(
     } else {
         None
     };
+    let detect_health = readiness.register("detect");
     let parts = detection::Parts {
         config: Arc::new(config.clone()),
         book: incidents,
@@ -145,9 +146,10 @@ pub async fn serve(
             .context("registering the restore workflow's metrics")?,
         commands,
         usage,
+        health: detect_health.clone(),
     };
     tracker.spawn(supervise(
-        readiness.register("detect"),
+        detect_health,
         detection::run(parts, received, asked, shutdown.clone()).boxed(),
     ));
     tracker.close();

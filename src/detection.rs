@@ -23,6 +23,7 @@ use crate::detect::correlate::transition;
 use crate::detect::incident::{Incident, RestoreRun, RunStatus, State};
 use crate::detect::{Detector, Outcome, Settings, Signatures};
 use crate::event::{Event, Payload};
+use crate::health::ComponentHandle;
 use crate::incidents::{Book, Command, Refusal, Store};
 use crate::telemetry::{DetectStats, RestoreStats};
 use crate::vault::Vault;
@@ -47,7 +48,13 @@ pub struct Parts {
     /// The usage gate: sees every log record, and says which objects of an
     /// applied migration were still in use; `None` without migrations to watch.
     pub usage: Option<crate::gate::watch::Usage>,
+    /// This task's line on `/readyz`: not ready while it is far behind.
+    pub health: ComponentHandle,
 }
+
+/// Detection this far behind its sources turns `/readyz` red: errors read now
+/// open their incident that late.
+const BEHIND: Duration = Duration::from_secs(30);
 
 /// Runs until `shutdown`, then handles what is already queued and journals
 /// everything before returning.
@@ -122,7 +129,10 @@ pub async fn run(
     loop {
         tokio::select! {
             event = events.recv() => match event {
-                Some(event) => task.handle(event).await,
+                Some(event) => {
+                    task.behind(&event, events.len());
+                    task.handle(event).await;
+                }
                 None => break,
             },
             Some(command) = commands.recv() => task.command(command).await,
@@ -241,6 +251,22 @@ struct Task {
 }
 
 impl Task {
+    /// How far behind its sources detection is, as metrics and on `/readyz`.
+    fn behind(&self, event: &Event, queued: usize) {
+        let waited = event.observed_at.elapsed().unwrap_or_default();
+        let stats = &self.parts.stats;
+        stats.lag_seconds.set(waited.as_secs_f64());
+        stats.backlog.set(i64::try_from(queued).unwrap_or(i64::MAX));
+        if waited > BEHIND {
+            self.parts.health.not_ready(format!(
+                "detection is {}s behind its sources ({queued} events queued): errors read now open incidents that late",
+                waited.as_secs()
+            ));
+        } else {
+            self.parts.health.ready();
+        }
+    }
+
     async fn handle(&mut self, event: Event) {
         let started = Instant::now();
         let (kind, outcome) = match &event.payload {
@@ -268,7 +294,10 @@ impl Task {
                     "deploy"
                 );
                 let outcome = self.detector.deploy(info, event.observed_at);
-                self.save_watched().await;
+                // Rewritten only when the deploy added something to watch.
+                if self.detector.take_watched_changed() {
+                    self.save_watched().await;
+                }
                 ("deploy", outcome)
             }
             Payload::Log(_) => {

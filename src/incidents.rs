@@ -324,6 +324,7 @@ mod tests {
                 objects: Vec::new(),
                 in_use: Vec::new(),
             }],
+            more_migrations: 0,
         };
         store.save_watched(std::slice::from_ref(&deploy)).unwrap();
         assert_eq!(store.load_watched().unwrap(), vec![deploy]);

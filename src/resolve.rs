@@ -5,13 +5,14 @@
 //! It joins the analysis (`plan`) and the vault for the detector, which sees
 //! neither; it never changes anything.
 
+use std::collections::HashMap;
 use std::time::SystemTime;
 
 use crate::config::Config;
 use crate::detect::incident::{Change, DeployInfo, DeployedMigration, DroppedObject, SnapshotRef};
 use crate::event::Deploy;
 use crate::migrations::OpKind;
-use crate::plan::{self, Plan};
+use crate::plan::{self, PlannedMigration};
 use crate::vault::Vault;
 
 /// Resolves `deploy`, seen at `at`. Migrations the files do not know (the
@@ -30,21 +31,31 @@ pub fn deploy(
             None
         }
     };
+    // By name: an announcement may name thousands of migrations.
+    let planned: HashMap<&str, &PlannedMigration> = history
+        .iter()
+        .flat_map(|h| &h.migrations)
+        .map(|m| (m.migration.as_str(), m))
+        .collect();
     let migrations = deploy
         .migrations
         .iter()
-        .map(|name| migration(history.as_ref(), vault, name))
+        .map(|name| migration(planned.get(name.as_str()).copied(), vault, name))
         .collect();
     DeployInfo {
         at: at.into(),
         origins: vec![deploy.origin],
         release: deploy.release.clone(),
         migrations,
+        more_migrations: 0,
     }
 }
 
-fn migration(history: Option<&Plan>, vault: Option<&Vault>, name: &str) -> DeployedMigration {
-    let planned = history.and_then(|h| h.migrations.iter().find(|m| m.migration == name));
+fn migration(
+    planned: Option<&PlannedMigration>,
+    vault: Option<&Vault>,
+    name: &str,
+) -> DeployedMigration {
     let Some(planned) = planned else {
         // Most migrations destroy nothing and are not in the plan at all.
         return DeployedMigration {

@@ -126,7 +126,17 @@ impl Metrics {
                 ]),
                 &["kind"],
             )?,
+            backlog: IntGauge::new(
+                "dropguard_detect_backlog_events",
+                "Events the sources handed on that the detector has not read yet.",
+            )?,
+            lag_seconds: prometheus::Gauge::new(
+                "dropguard_detect_lag_seconds",
+                "How long the event the detector read last had waited since its source read it.",
+            )?,
         };
+        self.register(stats.backlog.clone())?;
+        self.register(stats.lag_seconds.clone())?;
         self.register(stats.deploys.clone())?;
         self.register(stats.watch_windows.clone())?;
         self.register(stats.correlated.clone())?;
@@ -320,6 +330,10 @@ pub struct DetectStats {
     pub opened: IntCounterVec,
     /// `dropguard_detect_seconds{kind}`: `log`, `rate` or `deploy`.
     pub detect_seconds: HistogramVec,
+    /// `dropguard_detect_backlog_events`.
+    pub backlog: IntGauge,
+    /// `dropguard_detect_lag_seconds`.
+    pub lag_seconds: prometheus::Gauge,
 }
 
 /// The vault's metrics.

@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 
 use super::errors::{self, Proof};
 use super::incident::{
-    Change, DeployInfo, DroppedObject, Incident, ObjectEvidence, RateEvidence, Sample, State,
-    Transition, Trigger,
+    Change, DeployInfo, DeployedMigration, DroppedObject, Incident, ObjectEvidence, RateEvidence,
+    Sample, State, Transition, Trigger,
 };
 use super::mask;
 use super::signatures::{Missing, Signatures};
@@ -29,6 +29,10 @@ const MERGE_GAP: Duration = Duration::from_secs(60);
 /// (the poller's interval, an announcement after the fact).
 const LATE_DEPLOY: Duration = Duration::from_secs(120);
 const RECENT_CAP: usize = 1000;
+/// Migrations that dropped and renamed nothing kept by name in one watched
+/// deploy; more are only counted (`more_migrations`), so that announcements
+/// naming thousands of them cost neither memory nor `watched.json` rewrites.
+const MAX_PLAIN_MIGRATIONS: usize = 1000;
 const MAX_SAMPLES: usize = 5;
 const SAMPLE_CHARS: usize = 2000;
 
@@ -89,6 +93,10 @@ struct Watch {
     objects: Vec<DroppedObject>,
     /// Error events per second before the deploy; `None` without enough history.
     baseline: Option<f64>,
+    /// Where each migration kept is in `deploy.migrations`, by name.
+    index: HashMap<String, usize>,
+    /// How many kept migrations dropped and renamed nothing.
+    plain: usize,
     /// Rate series' mean before the deploy.
     series_baseline: HashMap<String, f64>,
     /// Times of correlated error events within the sliding window.
@@ -115,6 +123,8 @@ pub struct Detector {
     rate_history: HashMap<String, VecDeque<(SystemTime, f64)>>,
     recent: VecDeque<Recent>,
     watches: Vec<Watch>,
+    /// The watched deploys changed since [`take_watched_changed`](Self::take_watched_changed).
+    watched_changed: bool,
 }
 
 impl Detector {
@@ -127,6 +137,7 @@ impl Detector {
             rate_history: HashMap::new(),
             recent: VecDeque::new(),
             watches: Vec::new(),
+            watched_changed: false,
         }
     }
 
@@ -156,12 +167,7 @@ impl Detector {
         for deploy in deploys {
             let start: SystemTime = deploy.at.into();
             let until = start + self.settings.watch_for;
-            let known = self.watches.iter().any(|w| {
-                w.deploy
-                    .migrations
-                    .iter()
-                    .any(|m| deploy.migrations.iter().any(|d| d.migration == m.migration))
-            });
+            let known = self.watches.iter().any(|w| w.shares(deploy));
             if until > now && !known {
                 self.watches.push(Watch::new(deploy.clone(), start, until));
             }
@@ -199,17 +205,13 @@ impl Detector {
         };
         let mut outcome = Outcome::default();
         let merge_into = self.watches.iter().position(|w| {
-            let shared = w
-                .deploy
-                .migrations
-                .iter()
-                .any(|m| deploy.migrations.iter().any(|d| d.migration == m.migration));
-            shared || start.duration_since(w.last_deploy).unwrap_or_default() <= MERGE_GAP
+            w.shares(&deploy)
+                || start.duration_since(w.last_deploy).unwrap_or_default() <= MERGE_GAP
         });
         let index = match merge_into {
             Some(index) => {
                 let watch = &mut self.watches[index];
-                watch.merge(deploy);
+                self.watched_changed |= watch.merge(deploy);
                 watch.last_deploy = watch.last_deploy.max(start);
                 if let Some(incident) = &mut watch.incident {
                     incident.deploy = watch.deploy.clone();
@@ -222,6 +224,7 @@ impl Detector {
                 watch.baseline = self.baseline(start);
                 watch.series_baseline = self.series_baseline(start);
                 self.watches.push(watch);
+                self.watched_changed = true;
                 self.watches.len() - 1
             }
         };
@@ -298,7 +301,15 @@ impl Detector {
     }
 
     fn expire(&mut self, now: SystemTime) {
+        let before = self.watches.len();
         self.watches.retain(|w| w.until > now);
+        self.watched_changed |= self.watches.len() != before;
+    }
+
+    /// Whether the watched deploys ([`watched`](Self::watched)) changed since
+    /// the last call: what is worth saving.
+    pub fn take_watched_changed(&mut self) -> bool {
+        std::mem::take(&mut self.watched_changed)
     }
 
     fn log(&mut self, record: &Record, source: &str, at: SystemTime) -> Outcome {
@@ -412,18 +423,16 @@ impl Detector {
 }
 
 impl Watch {
-    fn new(deploy: DeployInfo, start: SystemTime, until: SystemTime) -> Self {
-        let objects = deploy
-            .migrations
-            .iter()
-            .flat_map(|m| m.objects.iter().cloned())
-            .collect();
-        Self {
+    fn new(mut deploy: DeployInfo, start: SystemTime, until: SystemTime) -> Self {
+        let migrations = std::mem::take(&mut deploy.migrations);
+        let mut watch = Self {
             deploy,
             start,
             last_deploy: start,
             until,
-            objects,
+            objects: Vec::new(),
+            index: HashMap::new(),
+            plain: 0,
             baseline: None,
             series_baseline: HashMap::new(),
             correlated: VecDeque::new(),
@@ -434,34 +443,66 @@ impl Watch {
             samples: Vec::new(),
             rates: Vec::new(),
             incident: None,
+        };
+        for migration in migrations {
+            watch.add(migration);
         }
+        watch
     }
 
-    fn merge(&mut self, deploy: DeployInfo) {
+    /// Keeps `migration` in the deploy: every one that dropped or renamed
+    /// something, the others up to [`MAX_PLAIN_MIGRATIONS`] (then only counted).
+    /// Returns whether the deploy changed.
+    fn add(&mut self, migration: DeployedMigration) -> bool {
+        if let Some(&at) = self.index.get(&migration.migration) {
+            // A later sighting may know the snapshot an earlier one did not.
+            let known = &mut self.deploy.migrations[at];
+            if known.snapshot.is_none() && migration.snapshot.is_some() {
+                known.snapshot = migration.snapshot;
+                return true;
+            }
+            return false;
+        }
+        let plain = migration.objects.is_empty() && !migration.destructive;
+        if plain && self.plain >= MAX_PLAIN_MIGRATIONS {
+            self.deploy.more_migrations += 1;
+            return true;
+        }
+        self.plain += usize::from(plain);
+        self.objects.extend(migration.objects.iter().cloned());
+        self.index
+            .insert(migration.migration.clone(), self.deploy.migrations.len());
+        self.deploy.migrations.push(migration);
+        true
+    }
+
+    /// Whether `deploy` names a migration this watch holds.
+    fn shares(&self, deploy: &DeployInfo) -> bool {
+        deploy
+            .migrations
+            .iter()
+            .any(|m| self.index.contains_key(&m.migration))
+    }
+
+    /// Merges a later sighting; returns whether the deploy changed.
+    fn merge(&mut self, deploy: DeployInfo) -> bool {
+        let mut changed = false;
         for origin in deploy.origins {
             if !self.deploy.origins.contains(&origin) {
                 self.deploy.origins.push(origin);
+                changed = true;
             }
         }
-        if self.deploy.release.is_none() {
+        if self.deploy.release.is_none() && deploy.release.is_some() {
             self.deploy.release = deploy.release;
+            changed = true;
         }
+        self.deploy.more_migrations += deploy.more_migrations;
+        changed |= deploy.more_migrations > 0;
         for migration in deploy.migrations {
-            match self
-                .deploy
-                .migrations
-                .iter_mut()
-                .find(|m| m.migration == migration.migration)
-            {
-                // A later sighting may know the snapshot an earlier one did not.
-                Some(known) if known.snapshot.is_none() => known.snapshot = migration.snapshot,
-                Some(_) => {}
-                None => {
-                    self.objects.extend(migration.objects.iter().cloned());
-                    self.deploy.migrations.push(migration);
-                }
-            }
+            changed |= self.add(migration);
         }
+        changed
     }
 
     fn push_error(&mut self, at: SystemTime, window: Duration) {
@@ -882,6 +923,7 @@ mod tests {
                 objects,
                 in_use: Vec::new(),
             }],
+            more_migrations: 0,
         }
     }
 
@@ -1107,6 +1149,50 @@ mod tests {
         assert_eq!(last.id, incident.id);
         assert_eq!(last.triggers, vec![Trigger::Unpreserved, Trigger::Errors]);
         assert_eq!(last.objects[0].column, None);
+    }
+
+    /// Issue 17, item 4: 40 announcements of 4,000 names each were searched
+    /// linearly per name and all kept, rewriting watched.json whole each time.
+    #[test]
+    fn announcements_naming_thousands_of_migrations_keep_a_bounded_deploy() {
+        let mut d = detector();
+        d.deploy(notes_dropped(), at(0.0));
+        assert!(d.take_watched_changed());
+        let plain = |n: usize| DeployedMigration {
+            migration: format!("app.m{n}"),
+            previous: None,
+            rollback_command: None,
+            destructive: false,
+            snapshot: None,
+            objects: Vec::new(),
+            in_use: Vec::new(),
+        };
+        for round in 0..40 {
+            let mut announced = notes_dropped();
+            announced.origins = vec![DeployOrigin::Api];
+            announced
+                .migrations
+                .extend((0..4000).map(|i| plain(round * 4000 + i)));
+            d.deploy(announced, at(1.0 + f64::from(round as u32)));
+        }
+        assert_eq!(d.watching(), 1);
+        let watched = &d.watched()[0];
+        // The dropping migration, then the first thousand others by name.
+        assert_eq!(watched.migrations.len(), 1 + MAX_PLAIN_MIGRATIONS);
+        assert_eq!(watched.migrations[0].migration, MIGRATION);
+        assert_eq!(watched.more_migrations, 40 * 4000 - 1000);
+        // The same names again add nothing: nothing to save.
+        d.take_watched_changed();
+        let mut again = notes_dropped();
+        again.migrations.extend((0..10).map(plain));
+        d.deploy(again, at(50.0));
+        assert!(!d.take_watched_changed());
+        // The dropped column is still watched.
+        let mut outcome = Outcome::default();
+        for i in 0..5 {
+            outcome.merge(d.observe(&log(MISSING_NOTES), at(60.0 + f64::from(i))));
+        }
+        assert_eq!(outcome.opened.len(), 1);
     }
 
     #[test]

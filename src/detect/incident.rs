@@ -136,6 +136,14 @@ pub struct DeployInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release: Option<String>,
     pub migrations: Vec<DeployedMigration>,
+    /// Migrations that dropped and renamed nothing, beyond the first thousand
+    /// of them: counted, not kept by name.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub more_migrations: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Errors tied to one dropped object.

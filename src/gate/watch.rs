@@ -561,6 +561,7 @@ mod tests {
                 objects: Vec::new(),
                 in_use: Vec::new(),
             }],
+            more_migrations: 0,
         };
         // Seen by the poller, then announced over the API: told twice, counted once.
         for _ in 0..2 {

@@ -499,3 +499,64 @@ fn a_restore_approval_is_refused_with_the_reason_when_dropguard_cannot_run_it() 
     assert_eq!(shown["state"], "alerted");
     assert!(shown.get("restore").is_none(), "{shown:#}");
 }
+
+/// Issue 17, item 4: 40 announcements of 4,000 unique names each stalled
+/// detection, grew the daemon to 311 MB and `watched.json` to 18 MB. Names must
+/// be migration names and one announcement carries at most 2,000; the watched
+/// deploy keeps the first thousand that dropped nothing and counts the rest.
+#[test]
+fn announcements_are_bounded_and_thousands_of_names_keep_watched_json_small() {
+    let ws = Workspace::new();
+    let daemon = start(&ws, "");
+    for body in [
+        r#"{"migrations": ["not a migration"]}"#.to_string(),
+        serde_json::json!({ "migrations": (0..2001).map(|i| format!("app.m{i}")).collect::<Vec<_>>() })
+            .to_string(),
+    ] {
+        let reply = announce(&daemon, None, &body);
+        assert_eq!(reply.status, 400, "{}", reply.body);
+        assert!(reply.error().starts_with("migrations"), "{}", reply.body);
+    }
+    for round in 0..40 {
+        let names: Vec<String> = (0..2000).map(|i| format!("app.m{round}_{i}")).collect();
+        let reply = announce(
+            &daemon,
+            None,
+            &serde_json::json!({ "migrations": names }).to_string(),
+        );
+        assert_eq!(reply.status, 202, "{}", reply.body);
+    }
+    let watched = ws.path().join("state/incidents/watched.json");
+    let started = std::time::Instant::now();
+    let deploys = loop {
+        let text = std::fs::read_to_string(&watched).unwrap_or_default();
+        let parsed: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let deploys = parsed["deploys"].as_array().cloned().unwrap_or_default();
+        let counted: u64 = deploys
+            .iter()
+            .map(|d| {
+                d["migrations"].as_array().map_or(0, |m| m.len() as u64)
+                    + d["more_migrations"].as_u64().unwrap_or(0)
+            })
+            .sum();
+        if counted == 80_000 {
+            assert!(
+                text.len() < 256 * 1024,
+                "watched.json is {} bytes",
+                text.len()
+            );
+            break deploys;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the 40 announcements were not all watched within 60 s: {counted} names"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(
+        deploys.len(),
+        1,
+        "announcements a moment apart are one deploy"
+    );
+    assert_eq!(deploys[0]["migrations"].as_array().unwrap().len(), 1000);
+}

@@ -291,6 +291,7 @@ pub(crate) mod tests {
                     }],
                     in_use: Vec::new(),
                 }],
+                more_migrations: 0,
             },
             errors: 8,
             traceback_errors: 8,
