@@ -681,3 +681,32 @@ fn a_symlink_out_of_the_log_directory_is_not_read() {
         1
     );
 }
+
+/// Issue 17, item 7: a log file renamed out of the glob for a few seconds and
+/// back was read again from its start (its checkpoint went with it after 2 s),
+/// and its errors alerted again as a new incident. The checkpoint of a file the
+/// source let go of is kept, so it resumes where it was.
+#[test]
+fn a_file_renamed_out_of_the_glob_and_back_is_not_read_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    fs::create_dir_all(&logs).unwrap();
+    let path = logs.join("web.log");
+    let away = logs.join("web.log.away");
+    for n in 0..3 {
+        append(&path, &format!("{}\n", line(n)));
+    }
+    let running = Running::start(
+        config(&logs.join("*.log"), Multiline::None),
+        &dir.path().join("state"),
+    );
+    running.wait_for("the first lines", seen(3));
+    fs::rename(&path, &away).unwrap();
+    // Let go of (2 s without growth, out of the glob), and checkpoints saved.
+    std::thread::sleep(Duration::from_millis(3500));
+    fs::rename(&away, &path).unwrap();
+    append(&path, &format!("{}\n", line(3)));
+    running.wait_for("the line written after it came back", seen(4));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_exactly_once(&running.stop(), 4);
+}

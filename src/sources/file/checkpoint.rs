@@ -88,7 +88,18 @@ pub struct Checkpoint {
     pub head: Head,
     /// Everything before this offset was handed on.
     pub offset: u64,
+    /// When the source let go of the file (it left the glob and was read to
+    /// its end), in Unix seconds; `None` while it is tailed. Kept for
+    /// [`KEEP_DEPARTED`], so a file that comes back (renamed out of the glob and
+    /// back, reopened after a failure) resumes here instead of from its start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub left_at: Option<u64>,
 }
+
+/// How long the checkpoint of a file the source let go of is kept.
+pub const KEEP_DEPARTED: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+/// The most checkpoints of departed files kept (the newest), whatever their age.
+pub const MAX_DEPARTED: usize = 10_000;
 
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "version")]
@@ -173,6 +184,7 @@ mod tests {
                 sha256: "00112233445566778899aabbccddeeff".into(),
             },
             offset,
+            left_at: None,
         }
     }
 

@@ -123,6 +123,9 @@ struct Tailer {
     first_scan: bool,
     last_save: Instant,
     saved: Vec<Checkpoint>,
+    /// Checkpoints of files no longer tailed, kept so that one coming back
+    /// resumes where it was (`left_at` set).
+    departed: HashMap<FileId, Checkpoint>,
 }
 
 impl Tailer {
@@ -166,6 +169,7 @@ impl Tailer {
             first_scan: true,
             last_save: Instant::now(),
             saved: Vec::new(),
+            departed: HashMap::new(),
         })
     }
 
@@ -295,6 +299,17 @@ impl Tailer {
         if self.first_scan {
             self.first_scan = false;
             self.recover_rotated();
+            let now = unix_now();
+            self.departed = self
+                .checkpoints
+                .entries()
+                .filter(|c| !self.files.contains_key(&c.id))
+                .map(|c| {
+                    let mut kept = c.clone();
+                    kept.left_at.get_or_insert(now);
+                    (c.id, kept)
+                })
+                .collect();
         }
         self.stats
             .files
@@ -309,7 +324,7 @@ impl Tailer {
         let missing: Vec<Checkpoint> = self
             .checkpoints
             .entries()
-            .filter(|c| !self.files.contains_key(&c.id))
+            .filter(|c| c.left_at.is_none() && !self.files.contains_key(&c.id))
             .cloned()
             .collect();
         for checkpoint in missing {
@@ -396,6 +411,9 @@ impl Tailer {
             None => 0,
         };
         let head = Head::read(&mut file, size)?;
+        if self.departed.remove(&id).is_some() && start > 0 {
+            tracing::info!(path = %path.display(), offset = start, "a file tailed before is back; resuming where it was");
+        }
         tracing::debug!(path = %path.display(), start, size, "tailing file");
         let now = Instant::now();
         self.files.insert(
@@ -603,11 +621,22 @@ impl Tailer {
                     return;
                 }
                 tracing::debug!(path = %t.path.display(), "finished a rotated or deleted file");
+                self.departed.insert(
+                    id,
+                    Checkpoint {
+                        id,
+                        path: t.path.clone(),
+                        head: t.head.clone(),
+                        offset: t.committed,
+                        left_at: Some(unix_now()),
+                    },
+                );
             }
         }
     }
 
     fn save(&mut self) {
+        self.forget_old_departed();
         let current: Vec<Checkpoint> = self
             .files
             .values()
@@ -616,7 +645,9 @@ impl Tailer {
                 path: t.path.clone(),
                 head: t.head.clone(),
                 offset: t.committed,
+                left_at: None,
             })
+            .chain(self.departed.values().cloned())
             .collect();
         self.last_save = Instant::now();
         let mut sorted = current.clone();
@@ -636,6 +667,34 @@ impl Tailer {
             }
         }
     }
+}
+
+impl Tailer {
+    /// Drops the checkpoints of departed files past [`checkpoint::KEEP_DEPARTED`],
+    /// and the oldest beyond [`checkpoint::MAX_DEPARTED`].
+    fn forget_old_departed(&mut self) {
+        let oldest = unix_now().saturating_sub(checkpoint::KEEP_DEPARTED.as_secs());
+        self.departed
+            .retain(|_, c| c.left_at.is_some_and(|at| at >= oldest));
+        if self.departed.len() > checkpoint::MAX_DEPARTED {
+            let mut ages: Vec<(u64, FileId)> = self
+                .departed
+                .values()
+                .map(|c| (c.left_at.unwrap_or(0), c.id))
+                .collect();
+            ages.sort_unstable_by_key(|(at, id)| (*at, id.dev, id.ino));
+            let excess = self.departed.len() - checkpoint::MAX_DEPARTED;
+            for (_, id) in ages.into_iter().take(excess) {
+                self.departed.remove(&id);
+            }
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 enum ReadError {
