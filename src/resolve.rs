@@ -58,15 +58,7 @@ fn migration(
 ) -> DeployedMigration {
     let Some(planned) = planned else {
         // Most migrations destroy nothing and are not in the plan at all.
-        return DeployedMigration {
-            migration: name.to_string(),
-            previous: None,
-            rollback_command: None,
-            destructive: false,
-            snapshot: None,
-            objects: Vec::new(),
-            in_use: Vec::new(),
-        };
+        return DeployedMigration::plain(name);
     };
     let mut objects: Vec<DroppedObject> = Vec::new();
     let mut destructive = false;

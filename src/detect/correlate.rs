@@ -1158,15 +1158,7 @@ mod tests {
         let mut d = detector();
         d.deploy(notes_dropped(), at(0.0));
         assert!(d.take_watched_changed());
-        let plain = |n: usize| DeployedMigration {
-            migration: format!("app.m{n}"),
-            previous: None,
-            rollback_command: None,
-            destructive: false,
-            snapshot: None,
-            objects: Vec::new(),
-            in_use: Vec::new(),
-        };
+        let plain = |n: usize| DeployedMigration::plain(&format!("app.m{n}"));
         for round in 0..40 {
             let mut announced = notes_dropped();
             announced.origins = vec![DeployOrigin::Api];

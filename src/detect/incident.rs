@@ -114,6 +114,21 @@ pub struct DeployedMigration {
     pub in_use: Vec<InUseObject>,
 }
 
+impl DeployedMigration {
+    /// A migration that dropped and renamed nothing (most are).
+    pub fn plain(name: &str) -> Self {
+        Self {
+            migration: name.to_string(),
+            previous: None,
+            rollback_command: None,
+            destructive: false,
+            snapshot: None,
+            objects: Vec::new(),
+            in_use: Vec::new(),
+        }
+    }
+}
+
 /// A dropped object still in use when its migration was applied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InUseObject {

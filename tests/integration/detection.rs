@@ -133,6 +133,18 @@ fn before_the_drop(ws: &Workspace, db: &TestDb, log: &Path, extra: &str) -> Daem
     daemon
 }
 
+/// `manage.py migrate catalog 0016` (the drop), and the daemon seeing it as a
+/// deploy in `django_migrations`.
+fn migrate_the_drop(daemon: &Daemon, db: &TestDb) {
+    django(&db.url, &["manage.py", "migrate", "catalog", "0016", "-v0"]);
+    wait_until("the deploy", Duration::from_secs(20), || {
+        metric(
+            daemon,
+            r#"dropguard_deploys_total{origin="django_migrations"}"#,
+        ) >= 1.0
+    });
+}
+
 fn errors_of_an_old_replica_open_one_incident_naming_the_dropped_column(kind: EngineKind) {
     let ws = Workspace::new();
     let db = TestDb::create(kind, "detect");
@@ -151,13 +163,7 @@ fn errors_of_an_old_replica_open_one_incident_naming_the_dropped_column(kind: En
         "ordinary errors opened an incident"
     );
 
-    django(&db.url, &["manage.py", "migrate", "catalog", "0016", "-v0"]);
-    wait_until("the deploy", Duration::from_secs(20), || {
-        metric(
-            &daemon,
-            r#"dropguard_deploys_total{origin="django_migrations"}"#,
-        ) >= 1.0
-    });
+    migrate_the_drop(&daemon, &db);
     assert!(
         incidents(&daemon).is_empty(),
         "a preserved migration opened an incident by itself"
@@ -339,13 +345,7 @@ fn an_incident_is_alerted_once_on_slack_with_the_object_the_migration_and_the_ro
         slack.url("/services/T0/B0/SECRET")
     );
     let daemon = before_the_drop(&ws, &db, &log, &extra);
-    django(&db.url, &["manage.py", "migrate", "catalog", "0016", "-v0"]);
-    wait_until("the deploy", Duration::from_secs(20), || {
-        metric(
-            &daemon,
-            r#"dropguard_deploys_total{origin="django_migrations"}"#,
-        ) >= 1.0
-    });
+    migrate_the_drop(&daemon, &db);
     old_replica(&db, &log, "brand", 6);
     wait_until("the Slack message", Duration::from_secs(30), || {
         !slack.accepted().is_empty()
@@ -443,13 +443,7 @@ api_token = "{TOKEN}"
     let before = django(&db.url, &["dump.py", "catalog_product:brand_code"]);
     assert!(before.contains("brand_code"), "{before}");
 
-    django(&db.url, &["manage.py", "migrate", "catalog", "0016", "-v0"]);
-    wait_until("the deploy", Duration::from_secs(20), || {
-        metric(
-            &daemon,
-            r#"dropguard_deploys_total{origin="django_migrations"}"#,
-        ) >= 1.0
-    });
+    migrate_the_drop(&daemon, &db);
     old_replica(&db, &log, "brand", 8);
     wait_until("the alert", Duration::from_secs(20), || {
         !slack.accepted().is_empty()
@@ -590,13 +584,7 @@ rollback_command = '''{rollback}'''
     );
     let daemon = before_the_drop(&ws, &db, &log, &extra);
     let before = django(&db.url, &["dump.py", "catalog_product:brand_code"]);
-    django(&db.url, &["manage.py", "migrate", "catalog", "0016", "-v0"]);
-    wait_until("the deploy", Duration::from_secs(20), || {
-        metric(
-            &daemon,
-            r#"dropguard_deploys_total{origin="django_migrations"}"#,
-        ) >= 1.0
-    });
+    migrate_the_drop(&daemon, &db);
     old_replica(&db, &log, "brand", 8);
     wait_until("the rollback to start", Duration::from_secs(20), || {
         incidents(&daemon).first().is_some_and(|i| {
@@ -659,13 +647,7 @@ fn forged_log_lines_open_nothing_and_never_start_an_automatic_rollback() {
         marker.display()
     );
     let daemon = before_the_drop(&ws, &db, &log, &extra);
-    django(&db.url, &["manage.py", "migrate", "catalog", "0016", "-v0"]);
-    wait_until("the deploy", Duration::from_secs(20), || {
-        metric(
-            &daemon,
-            r#"dropguard_deploys_total{origin="django_migrations"}"#,
-        ) >= 1.0
-    });
+    migrate_the_drop(&daemon, &db);
     let events = format!(
         r#"dropguard_source_events_total{{source="{}"}}"#,
         log.display()
