@@ -20,7 +20,7 @@ mod validate;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use secret::{DatabaseUrl, Secret, SecretUrl};
+pub use secret::{DatabaseUrl, EndpointUrl, Secret, SecretUrl};
 pub use types::*;
 
 /// The exit status of a command refused because of its configuration (EX_USAGE).

@@ -144,3 +144,45 @@ fn run_with_a_bad_config_exits_64_before_binding() {
     assert!(err.contains("detect.min_errors (line 9)"), "{err}");
     assert!(!err.contains("cannot listen"), "{err}");
 }
+
+#[test]
+fn check_config_masks_a_password_given_as_a_url_parameter_and_the_vault_endpoint_userinfo() {
+    let ws = Workspace::new();
+    ws.write_config(
+        "environment = \"prod\"\n[database]\nurl = \"mysql://root@db:3306/edxapp?ssl-mode=required&password=qp-secret-1&sslpassword=ssl-secret-2\"\n[state]\ndir = \"state\"\n[vault]\nurl = \"s3://snapshots/prod\"\nendpoint = \"https://minio:endpoint-secret-3@minio.internal:9000?token=endpoint-token-4\"\n",
+    );
+    let output = ws.run(&["check-config"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let shown = stdout(&output);
+    for secret in [
+        "qp-secret-1",
+        "ssl-secret-2",
+        "endpoint-secret-3",
+        "endpoint-token-4",
+    ] {
+        assert!(!shown.contains(secret), "{secret} leaked:\n{shown}");
+    }
+    let table: toml::Table = toml::from_str(&shown).expect("check-config prints TOML");
+    assert_eq!(
+        table["database"]["url"].as_str(),
+        Some(
+            "mysql://root@db:3306/edxapp?ssl-mode=required&password=********&sslpassword=********"
+        )
+    );
+    assert_eq!(
+        table["vault"]["endpoint"].as_str(),
+        Some("https://minio:********@minio.internal:9000/?token=********")
+    );
+
+    // Credentials in vault.url would be taken for the bucket's name: refused, unshown.
+    ws.write_config(
+        "environment = \"prod\"\n[database]\nurl = \"sqlite://app.db\"\n[state]\ndir = \"state\"\n[vault]\nurl = \"s3://AKID:bucket-secret-5@snapshots/prod\"\n",
+    );
+    let (code, err) = check(&ws);
+    assert_eq!(code, EXIT_CONFIG);
+    assert!(
+        err.contains("vault.url (line 7): carries credentials"),
+        "{err}"
+    );
+    assert!(!err.contains("bucket-secret-5"), "{err}");
+}
