@@ -186,3 +186,90 @@ fn check_config_masks_a_password_given_as_a_url_parameter_and_the_vault_endpoint
     );
     assert!(!err.contains("bucket-secret-5"), "{err}");
 }
+
+/// `check-config --config PATH`, its address space capped at 1 GiB (a reader of
+/// `/dev/zero` fails instead of taking the machine's memory) and killed after 10 s.
+fn check_config_at(path: &std::path::Path) -> (Option<i32>, String, std::time::Duration) {
+    use std::os::unix::process::CommandExt;
+    let started = std::time::Instant::now();
+    let mut command = std::process::Command::new(crate::harness::BIN);
+    command
+        .args(["check-config", "--config"])
+        .arg(path)
+        .env_remove("DROPGUARD_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: setrlimit(2) is async-signal-safe; nothing else runs in the child.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 1 << 30,
+                rlim_max: 1 << 30,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let mut child = command.spawn().expect("running dropguard");
+    loop {
+        if let Some(status) = child.try_wait().expect("waiting for dropguard") {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            return (status.code(), err, started.elapsed());
+        }
+        if started.elapsed() > std::time::Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "check-config on {} still running after 10 s",
+                path.display()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_fifo_or_dev_zero_as_the_config_is_refused_promptly_with_the_reason() {
+    let ws = Workspace::new();
+    let fifo = ws.path().join("dropguard.toml");
+    let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo(3) with a NUL-terminated path we own.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    for (path, wanted) in [
+        (fifo.as_path(), "is a FIFO (named pipe), not a regular file"),
+        (
+            std::path::Path::new("/dev/zero"),
+            "is a character device, not a regular file",
+        ),
+    ] {
+        let (code, err, took) = check_config_at(path);
+        assert_eq!(code, EXIT_CONFIG, "{err}");
+        assert!(err.contains(wanted), "{err}");
+        assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
+    }
+}
+
+#[test]
+fn every_type_error_of_a_config_is_reported_in_one_run() {
+    let ws = Workspace::new();
+    ws.sqlite_config(
+        "[detect]\nmin_errors = \"five\"\nwindow = \"a minute\"\n[server]\nlisten = \"localhost\"\n[[logs.file]]\npath = \"/var/log/a.log\"\nmax_event_bytes = -1\n[[logs.file]]\npath = 7\n[restore]\nmode = \"sometimes\"\n",
+    );
+    let (code, err) = check(&ws);
+    assert_eq!(code, EXIT_CONFIG);
+    for wanted in [
+        "has 6 problems",
+        "detect.min_errors (line 7):",
+        "detect.window (line 8): invalid duration \"a minute\"",
+        "server.listen (line 10): invalid listen address \"localhost\"",
+        "logs.file[0].max_event_bytes (line 13):",
+        "logs.file[1].path (line 15):",
+        "restore.mode (line 17):",
+    ] {
+        assert!(err.contains(wanted), "{wanted:?} missing from:\n{err}");
+    }
+}
