@@ -25,11 +25,28 @@ fuzz_target!(|data: &[u8]| {
         .and_then(|d| d.get("url"))
         .and_then(|u| u.as_str())
         .unwrap_or_default();
-    if let Ok(url) = url::Url::parse(shown_url) {
+    // Nor does it, or vault.endpoint, show a password or token given as a query
+    // parameter (`?password=`, `?sslpassword=`, `?token=`).
+    let shown_endpoint = shown
+        .get("vault")
+        .and_then(|v| v.get("endpoint"))
+        .and_then(|u| u.as_str())
+        .unwrap_or_default();
+    for shown_url in [shown_url, shown_endpoint] {
+        let Ok(url) = url::Url::parse(shown_url) else {
+            continue;
+        };
         assert!(
             url.password().is_none_or(|p| p == "********"),
-            "database.url shown with its password: {shown_url}"
+            "a URL shown with its password: {shown_url}"
         );
+        for (name, value) in url.query_pairs() {
+            let name = name.to_ascii_lowercase();
+            let named = ["password", "passwd", "pwd", "secret", "token"];
+            if !value.is_empty() && named.iter().any(|w| name.contains(w)) {
+                assert_eq!(value, "********", "{name} shown in {shown_url}");
+            }
+        }
     }
     if let Some(token) = &config.server.api_token {
         let shown_token = shown

@@ -35,7 +35,7 @@ pub fn remote(config: &Config) -> Result<Option<Remote>, RemoteError> {
         return Ok(None);
     };
     Remote::new(&RemoteConfig {
-        url: url.clone(),
+        url: url.expose().to_string(),
         endpoint: config.vault.endpoint.clone(),
         region: config.vault.region.clone(),
         allow_http: config.vault.allow_http,

@@ -20,7 +20,7 @@ mod validate;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use secret::{DatabaseUrl, Secret, SecretUrl};
+pub use secret::{DatabaseUrl, EndpointUrl, Secret, SecretUrl};
 pub use types::*;
 
 /// The exit status of a command refused because of its configuration (EX_USAGE).
@@ -87,17 +87,7 @@ pub fn load_with_env(
         path: path.to_path_buf(),
         problems,
     };
-    let text = std::fs::read_to_string(path).map_err(|err| {
-        let message = match err.kind() {
-            std::io::ErrorKind::NotFound => format!(
-                "file not found: {}; pass --config FILE or set DROPGUARD_CONFIG",
-                path.display()
-            ),
-            std::io::ErrorKind::InvalidData => {
-                "the file is not UTF-8 text; save it as UTF-8".to_string()
-            }
-            _ => format!("cannot read {}: {err}", path.display()),
-        };
+    let text = read(path).map_err(|message| {
         fail(vec![Problem {
             key: String::new(),
             line: None,
@@ -111,6 +101,86 @@ pub fn load_with_env(
         .unwrap_or_else(|| PathBuf::from("."));
     let base_dir = std::path::absolute(&base_dir).unwrap_or(base_dir);
     parse(&text, &base_dir, env).map_err(fail)
+}
+
+/// The largest configuration file read. A real one is a few KB; this bound keeps
+/// a path pointing at something else (a log, an image, `/dev/zero`) from eating
+/// memory, and keeps loading fast.
+pub const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The text of the configuration file at `path`: a regular file of at most
+/// [`MAX_CONFIG_BYTES`], UTF-8. Anything else (a directory, a FIFO, a device)
+/// is refused at once, without reading from it, blocking on it, or reading it
+/// until memory runs out.
+fn read(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let shown = path.display();
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    // Opening a FIFO for reading blocks until a writer comes; not with O_NONBLOCK,
+    // which changes nothing for a regular file.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let cannot_read = |err: std::io::Error| match err.kind() {
+        std::io::ErrorKind::NotFound => {
+            format!("file not found: {shown}; pass --config FILE or set DROPGUARD_CONFIG")
+        }
+        _ => format!("cannot read {shown}: {err}"),
+    };
+    let file = options.open(path).map_err(cannot_read)?;
+    let metadata = file.metadata().map_err(cannot_read)?;
+    if !metadata.is_file() {
+        return Err(format!(
+            "{shown} is {}, not a regular file; point --config at the TOML file",
+            file_kind(&metadata)
+        ));
+    }
+    let too_big = |size: u64| {
+        format!(
+            "config {shown} is {size} bytes; dropguard reads at most {MAX_CONFIG_BYTES} (4 MiB): is it the configuration?"
+        )
+    };
+    if metadata.len() > MAX_CONFIG_BYTES {
+        return Err(too_big(metadata.len()));
+    }
+    let mut bytes = Vec::new();
+    // Bounded even if the file grows while it is read.
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot_read)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(too_big(bytes.len() as u64));
+    }
+    String::from_utf8(bytes).map_err(|err| {
+        let at = err.utf8_error().valid_up_to();
+        format!("{shown} is not UTF-8 text (byte {at}); save it as UTF-8")
+    })
+}
+
+/// What a file that is not a regular one is, in words.
+fn file_kind(metadata: &std::fs::Metadata) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let kind = metadata.file_type();
+        if kind.is_fifo() {
+            return "a FIFO (named pipe)";
+        }
+        if kind.is_char_device() {
+            return "a character device";
+        }
+        if kind.is_block_device() {
+            return "a block device";
+        }
+        if kind.is_socket() {
+            return "a socket";
+        }
+    }
+    if metadata.is_dir() {
+        "a directory"
+    } else {
+        "a special file"
+    }
 }
 
 /// Parses configuration text; relative paths in it are resolved against `base_dir`.

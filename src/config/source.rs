@@ -1,7 +1,7 @@
 //! The configuration text before it becomes structs: TOML syntax, the line of every
 //! key, `${VAR}` expansion, and deserialization that reports every unknown key.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde::de::DeserializeOwned;
 use toml::de::{DeTable, DeValue};
@@ -17,16 +17,17 @@ pub struct Document {
 
 impl Document {
     pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, Vec<Problem>> {
+        let line_index = LineIndex::new(text);
         let syntax_error = |err: toml::de::Error| {
             vec![Problem {
                 key: String::new(),
-                line: err.span().map(|span| line_of(text, span.start)),
+                line: err.span().map(|span| line_index.line(span.start)),
                 message: format!("invalid TOML: {}", err.message()),
             }]
         };
         let spanned = DeTable::parse(text).map_err(syntax_error)?;
         let mut lines = HashMap::new();
-        record_table_lines(text, spanned.get_ref(), "", &mut lines);
+        record_table_lines(&line_index, spanned.get_ref(), "", &mut lines);
         let mut table: toml::Table = toml::from_str(text).map_err(syntax_error)?;
 
         let mut doc_problems = Vec::new();
@@ -46,58 +47,208 @@ impl Document {
         self.lines.get(key).copied()
     }
 
-    /// Deserializes into `T`, reporting every key `T` does not know and the first
-    /// value of the wrong type, each with its path and line.
+    /// Deserializes into `T`, reporting every key `T` does not know and every
+    /// value of the wrong type (up to [`MAX_TYPE_PROBLEMS`]), each with its path
+    /// and line.
+    ///
+    /// serde stops at the first wrong value. So after each one the value is taken
+    /// out of a copy of the document and serde runs again, until it gets through:
+    /// each pass finds the next wrong value. Taking out a required value makes its
+    /// table incomplete; that "missing" is ours, not the user's, and is not
+    /// reported: the table goes too (serde checks for missing keys only once it has
+    /// read all the others, so nothing of it is left unchecked).
     pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T, Vec<Problem>> {
-        let mut unknown = Vec::new();
-        let value = toml::Value::Table(self.table.clone());
-        let mut record = |path: serde_ignored::Path<'_>| unknown.push(ignored_path(&path));
-        let result: Result<T, _> =
-            serde_path_to_error::deserialize(serde_ignored::Deserializer::new(value, &mut record));
-        // Written "unknown key detect.min_eror (line 12)": the key is the message.
-        let mut problems: Vec<Problem> = unknown
-            .into_iter()
-            .map(|key| {
-                let line = self.line(&key);
-                let at = line.map(|n| format!(" (line {n})")).unwrap_or_default();
-                Problem {
-                    key: String::new(),
-                    line,
-                    message: format!(
-                        "unknown key {key}{at}; check its spelling against config/dropguard.example.toml"
-                    ),
+        let mut table = self.table.clone();
+        let mut unknown: Vec<String> = Vec::new();
+        let mut problems: Vec<Problem> = Vec::new();
+        let mut taken_out: HashSet<Vec<Step>> = HashSet::new();
+        let mut renumbered = Renumbered::default();
+        let config = loop {
+            let mut ignored = Vec::new();
+            let value = toml::Value::Table(table.clone());
+            let mut record = |path: serde_ignored::Path<'_>| ignored.push(ignored_steps(&path));
+            let result: Result<T, _> = serde_path_to_error::deserialize(
+                serde_ignored::Deserializer::new(value, &mut record),
+            );
+            for steps in ignored {
+                let key = render(&renumbered.original(&steps));
+                if !unknown.contains(&key) {
+                    unknown.push(key);
                 }
-            })
-            .collect();
-        match result {
-            Ok(config) if problems.is_empty() => return Ok(config),
-            Ok(_) => {}
-            Err(err) => problems.push(self.type_problem(&err)),
+            }
+            let err = match result {
+                Ok(config) => break Some(config),
+                Err(err) => err,
+            };
+            let (at, exact) = error_steps(err.path());
+            let original = renumbered.original(&at);
+            let message = err.inner().message();
+            let ours = missing_field(message).is_some_and(|field| {
+                let mut key = original.clone();
+                key.push(Step::Key(field.to_string()));
+                taken_out.contains(&key)
+            });
+            if !ours {
+                problems.push(self.type_problem(&render(&original), message));
+            }
+            if at.is_empty()
+                || !exact
+                || problems.len() >= MAX_TYPE_PROBLEMS
+                || !take_out(&mut table, &at, &original, &mut renumbered)
+            {
+                break None;
+            }
+            taken_out.insert(original);
+        };
+        // Written "unknown key detect.min_eror (line 12)": the key is the message.
+        problems.extend(unknown.into_iter().map(|key| {
+            let line = self.line(&key);
+            let at = line.map(|n| format!(" (line {n})")).unwrap_or_default();
+            Problem {
+                key: String::new(),
+                line,
+                message: format!(
+                    "unknown key {key}{at}; check its spelling against config/dropguard.example.toml"
+                ),
+            }
+        }));
+        match config {
+            Some(config) if problems.is_empty() => Ok(config),
+            _ => {
+                problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
+                Err(problems)
+            }
         }
-        problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
-        Err(problems)
     }
 
-    fn type_problem(&self, err: &serde_path_to_error::Error<toml::de::Error>) -> Problem {
-        let path = error_path(err.path());
-        let message = err.inner().message().to_string();
+    fn type_problem(&self, path: &str, message: &str) -> Problem {
         // serde says "missing field `url`" at the enclosing table; name the key itself.
-        if let Some(field) = message
-            .strip_prefix("missing field `")
-            .and_then(|rest| rest.strip_suffix('`'))
-        {
-            let key = join(&path, field);
+        if let Some(field) = missing_field(message) {
+            let key = join(path, field);
             return Problem {
-                line: self.line(&path),
+                line: self.line(path),
                 message: format!("required key {key} is missing"),
                 key,
             };
         }
         Problem {
-            line: self.line(&path),
-            key: path,
-            message,
+            line: self.line(path),
+            key: path.to_string(),
+            message: message.to_string(),
         }
+    }
+}
+
+/// How many wrong values one run reports: enough for any real file, and a
+/// bound on the passes a hostile one can cause.
+const MAX_TYPE_PROBLEMS: usize = 50;
+
+/// One step of a key path: a table's key or an array's index.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// `logs.file[0].path`.
+fn render(steps: &[Step]) -> String {
+    let mut out = String::new();
+    for step in steps {
+        match step {
+            Step::Key(key) => out = join(&out, key),
+            Step::Index(index) => out.push_str(&format!("[{index}]")),
+        }
+    }
+    out
+}
+
+/// The field serde says is missing, from its "missing field `url`".
+fn missing_field(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.strip_suffix('`'))
+}
+
+/// The indices array elements had in the file, for arrays some element was
+/// taken out of: later elements moved down, and must be named as written.
+#[derive(Default)]
+struct Renumbered {
+    /// Original path of an array → the original index of each element left.
+    arrays: HashMap<Vec<Step>, Vec<usize>>,
+}
+
+impl Renumbered {
+    /// `steps` in the copy → the same place in the file.
+    fn original(&self, steps: &[Step]) -> Vec<Step> {
+        let mut out = Vec::with_capacity(steps.len());
+        for step in steps {
+            let step = match step {
+                Step::Index(index) => Step::Index(
+                    self.arrays
+                        .get(&out)
+                        .and_then(|left: &Vec<usize>| left.get(*index))
+                        .copied()
+                        .unwrap_or(*index),
+                ),
+                key => key.clone(),
+            };
+            out.push(step);
+        }
+        out
+    }
+}
+
+/// Takes the value at `at` out of `table`; `original` is its path in the file.
+/// False when there is nothing there to take (then another pass would only
+/// find the same error).
+fn take_out(
+    table: &mut toml::Table,
+    at: &[Step],
+    original: &[Step],
+    renumbered: &mut Renumbered,
+) -> bool {
+    let Some((last, parents)) = at.split_last() else {
+        return false;
+    };
+    let mut node: &mut toml::Value = match parents.first() {
+        None => {
+            return match last {
+                Step::Key(key) => table.remove(key).is_some(),
+                Step::Index(_) => false,
+            };
+        }
+        Some(Step::Key(key)) => match table.get_mut(key) {
+            Some(value) => value,
+            None => return false,
+        },
+        Some(Step::Index(_)) => return false,
+    };
+    for step in &parents[1..] {
+        let next = match (step, node) {
+            (Step::Key(key), toml::Value::Table(inner)) => inner.get_mut(key),
+            (Step::Index(index), toml::Value::Array(items)) => items.get_mut(*index),
+            _ => None,
+        };
+        match next {
+            Some(value) => node = value,
+            None => return false,
+        }
+    }
+    match (last, node) {
+        (Step::Key(key), toml::Value::Table(inner)) => inner.remove(key).is_some(),
+        (Step::Index(index), toml::Value::Array(items)) if *index < items.len() => {
+            let array = original[..original.len() - 1].to_vec();
+            let left = renumbered
+                .arrays
+                .entry(array)
+                .or_insert_with(|| (0..items.len()).collect());
+            items.remove(*index);
+            if *index < left.len() {
+                left.remove(*index);
+            }
+            true
+        }
+        _ => false,
     }
 }
 
@@ -109,41 +260,54 @@ fn join(parent: &str, key: &str) -> String {
     }
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
-    let end = offset.min(text.len());
-    text.as_bytes()[..end]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
+/// Where each line of a text starts, computed once: the line of any offset is
+/// then a binary search. (Counting newlines from the start for every key made a
+/// config of a few MB take minutes.)
+struct LineIndex {
+    /// Byte offset of the start of each line; the first is 0.
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    fn new(text: &str) -> Self {
+        let starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(at, _)| at + 1))
+            .collect();
+        Self { starts }
+    }
+
+    /// The 1-based line holding byte `offset`.
+    fn line(&self, offset: usize) -> usize {
+        self.starts.partition_point(|&start| start <= offset).max(1)
+    }
 }
 
 fn record_table_lines(
-    text: &str,
+    index: &LineIndex,
     table: &DeTable<'_>,
     prefix: &str,
     lines: &mut HashMap<String, usize>,
 ) {
     for (key, value) in table {
         let path = join(prefix, key.get_ref());
-        lines.insert(path.clone(), line_of(text, key.span().start));
-        record_value_lines(text, value.get_ref(), &path, lines);
+        lines.insert(path.clone(), index.line(key.span().start));
+        record_value_lines(index, value.get_ref(), &path, lines);
     }
 }
 
 fn record_value_lines(
-    text: &str,
+    index: &LineIndex,
     value: &DeValue<'_>,
     path: &str,
     lines: &mut HashMap<String, usize>,
 ) {
     match value {
-        DeValue::Table(table) => record_table_lines(text, table, path, lines),
+        DeValue::Table(table) => record_table_lines(index, table, path, lines),
         DeValue::Array(array) => {
-            for (index, item) in array.iter().enumerate() {
-                let item_path = format!("{path}[{index}]");
-                lines.insert(item_path.clone(), line_of(text, item.span().start));
-                record_value_lines(text, item.get_ref(), &item_path, lines);
+            for (position, item) in array.iter().enumerate() {
+                let item_path = format!("{path}[{position}]");
+                lines.insert(item_path.clone(), index.line(item.span().start));
+                record_value_lines(index, item.get_ref(), &item_path, lines);
             }
         }
         _ => {}
@@ -229,29 +393,42 @@ pub fn expand(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String
     Ok(out)
 }
 
-fn ignored_path(path: &serde_ignored::Path<'_>) -> String {
+fn ignored_steps(path: &serde_ignored::Path<'_>) -> Vec<Step> {
     use serde_ignored::Path;
     match path {
-        Path::Root => String::new(),
-        Path::Seq { parent, index } => format!("{}[{index}]", ignored_path(parent)),
-        Path::Map { parent, key } => join(&ignored_path(parent), key),
+        Path::Root => Vec::new(),
+        Path::Seq { parent, index } => {
+            let mut steps = ignored_steps(parent);
+            steps.push(Step::Index(*index));
+            steps
+        }
+        Path::Map { parent, key } => {
+            let mut steps = ignored_steps(parent);
+            steps.push(Step::Key(key.clone()));
+            steps
+        }
         Path::Some { parent }
         | Path::NewtypeStruct { parent }
-        | Path::NewtypeVariant { parent } => ignored_path(parent),
+        | Path::NewtypeVariant { parent } => ignored_steps(parent),
     }
 }
 
-fn error_path(path: &serde_path_to_error::Path) -> String {
+/// The steps of serde's error path, and whether they are all known (an
+/// unknown step makes the value impossible to find again).
+fn error_steps(path: &serde_path_to_error::Path) -> (Vec<Step>, bool) {
     use serde_path_to_error::Segment;
-    let mut out = String::new();
+    let mut steps = Vec::new();
+    let mut exact = true;
     for segment in path.iter() {
         match segment {
-            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
-            Segment::Map { key } | Segment::Enum { variant: key } => out = join(&out, key),
-            Segment::Unknown => {}
+            Segment::Seq { index } => steps.push(Step::Index(*index)),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                steps.push(Step::Key(key.clone()));
+            }
+            Segment::Unknown => exact = false,
         }
     }
-    out
+    (steps, exact)
 }
 
 #[cfg(test)]
@@ -287,6 +464,43 @@ mod tests {
                 .unwrap_err()
                 .contains("invalid variable name")
         );
+    }
+
+    #[test]
+    fn the_line_of_an_offset_is_found_in_the_index() {
+        let text = "a = 1\n\nb = 2\nc = 3";
+        let index = LineIndex::new(text);
+        for (offset, line) in [(0, 1), (5, 1), (6, 2), (7, 3), (12, 3), (13, 4), (18, 4)] {
+            assert_eq!(index.line(offset), line, "offset {offset}");
+        }
+        // The same as counting the newlines before it, at every offset.
+        for offset in 0..=text.len() {
+            let counted = text.as_bytes()[..offset]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+                + 1;
+            assert_eq!(index.line(offset), counted, "offset {offset}");
+        }
+    }
+
+    /// Issue 17, item 11: a 5.9 MB config took 139 s, each key's line found by
+    /// counting the newlines before it. 100,000 keys (2.5 MB) took minutes so; the
+    /// line index makes it one pass.
+    #[test]
+    fn a_config_of_a_hundred_thousand_keys_has_every_line_recorded_in_one_pass() {
+        let mut text = String::from("[detect]\n");
+        for i in 0..100_000 {
+            text.push_str(&format!("key_number_{i:06} = \"value {i:06}\"\n"));
+        }
+        assert!(text.len() > 2_500_000);
+        let started = std::time::Instant::now();
+        let doc = Document::parse(&text, &env).unwrap();
+        assert_eq!(doc.line("detect.key_number_000000"), Some(2));
+        assert_eq!(doc.line("detect.key_number_099999"), Some(100_001));
+        // Not a benchmark: a loose bound that the old per-key rescan (minutes)
+        // could not meet, even on a loaded debug build.
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
     }
 
     #[test]

@@ -326,3 +326,108 @@ fn user_patterns_must_compile_and_name_what_is_missing() {
         found[1]
     );
 }
+
+/// Issue 17, item 11: a config path naming a FIFO blocked, `/dev/zero` was read
+/// until memory ran out. Only a regular file of at most 4 MiB is read.
+#[test]
+fn a_config_that_is_not_a_regular_file_or_too_large_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.toml");
+    let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo(3) with a NUL-terminated path we own.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let big = dir.path().join("big.toml");
+    let file = std::fs::File::create(&big).unwrap();
+    file.set_len(MAX_CONFIG_BYTES + 1).unwrap();
+    let latin1 = dir.path().join("latin1.toml");
+    std::fs::write(&latin1, b"environment = \"caf\xe9\"\n").unwrap();
+    for (path, wanted) in [
+        (fifo.as_path(), "is a FIFO (named pipe), not a regular file"),
+        (
+            Path::new("/dev/zero"),
+            "is a character device, not a regular file",
+        ),
+        (dir.path(), "is a directory, not a regular file"),
+        (
+            big.as_path(),
+            "is 4194305 bytes; dropguard reads at most 4194304 (4 MiB)",
+        ),
+        (latin1.as_path(), "is not UTF-8 text (byte 18)"),
+    ] {
+        let err = load(path).unwrap_err();
+        assert_eq!(err.problems.len(), 1, "{err}");
+        let message = &err.problems[0].message;
+        assert!(
+            message.contains(wanted) && message.contains(&path.display().to_string()),
+            "{message}"
+        );
+    }
+}
+
+/// Issue 17, item 11: only the first value of the wrong type was reported, so a
+/// config with five took five runs to fix.
+#[test]
+fn every_value_of_the_wrong_type_is_reported_in_one_run() {
+    let text = "environment = 5\n[database]\nurl = 1\n[state]\ndir = \"s\"\n\
+                [detect]\nmin_errors = \"five\"\nwindow = \"a minute\"\nmin_eror = 1\n\
+                [[logs.file]]\npath = 1\n[[logs.file]]\npath = \"/var/log/b.log\"\nmax_event_bytes = \"big\"\n\
+                [[logs.file]]\nmultiline = \"sometimes\"\n\
+                [metrics]\nscrape = [1, { url = \"http://app/metrics\", interval = 5 }]\n\
+                [server]\nlisten = \"localhost\"\n";
+    let found = problems(text);
+    let keys: Vec<&str> = found
+        .iter()
+        .map(|p| p.split(' ').next().unwrap().trim_end_matches(':'))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "environment",
+            "database.url",
+            "detect.min_errors",
+            "detect.window",
+            "unknown",
+            "logs.file[0].path",
+            "logs.file[1].max_event_bytes",
+            "logs.file[2].path",
+            "logs.file[2].multiline",
+            "metrics.scrape[0]",
+            "metrics.scrape[1].interval",
+            "server.listen",
+        ],
+        "{found:#?}"
+    );
+    // Lines as written, also after an earlier element was set aside.
+    for (index, line) in [
+        (0, 1),
+        (1, 3),
+        (2, 7),
+        (3, 8),
+        (5, 11),
+        (6, 14),
+        (7, 15),
+        (8, 16),
+        (9, 18),
+        (10, 18),
+        (11, 20),
+    ] {
+        assert!(
+            found[index].contains(&format!("(line {line})")),
+            "{}",
+            found[index]
+        );
+    }
+    assert!(
+        found[4].contains("unknown key detect.min_eror (line 9)"),
+        "{found:#?}"
+    );
+    assert!(
+        found[7].contains("required key logs.file[2].path is missing"),
+        "{found:#?}"
+    );
+    // What serde said, not a guess: the type expected.
+    assert!(
+        found[0].contains("invalid type: integer `5`, expected a string"),
+        "{found:#?}"
+    );
+}

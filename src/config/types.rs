@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{DatabaseUrl, Secret, SecretUrl};
+use super::{DatabaseUrl, EndpointUrl, Secret, SecretUrl};
 
 /// A duration written as a number with a unit: "500ms", "60s", "30m", "2h".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -151,12 +151,14 @@ fn default_state_dir() -> PathBuf {
 pub struct VaultConfig {
     /// `s3://bucket/prefix`: every snapshot is mirrored there (data first,
     /// manifest last), and instances fetch the ones they lack. Credentials come
-    /// from the environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`).
+    /// from the environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`), never
+    /// from the URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
-    /// An S3-compatible endpoint other than AWS (MinIO, Ceph, …).
+    pub url: Option<EndpointUrl>,
+    /// An S3-compatible endpoint other than AWS (MinIO, Ceph, …). Shown with
+    /// any credential in it (a proxy's `user:password@`, a token parameter) masked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint: Option<String>,
+    pub endpoint: Option<EndpointUrl>,
     #[serde(default = "default_region")]
     pub region: String,
     /// Allow plain http:// to `endpoint` (a local test server; never in production).

@@ -181,15 +181,25 @@ pub fn validate(config: &mut Config, base_dir: &Path, doc: &Document) -> Vec<Pro
     }
 
     if let Some(url) = &config.vault.url {
-        let bucket = url
-            .strip_prefix("s3://")
-            .and_then(|rest| rest.split('/').next());
-        if bucket.is_none_or(str::is_empty) {
-            check.problem("vault.url", format!("{url:?} is not s3://bucket[/prefix]"));
+        let text = url.expose();
+        let rest = text.strip_prefix("s3://").unwrap_or_default();
+        let bucket = rest.split('/').next().unwrap_or_default();
+        if text.strip_prefix("s3://").is_none() || bucket.is_empty() {
+            check.problem(
+                "vault.url",
+                format!("{} is not s3://bucket[/prefix]", url.masked()),
+            );
+        } else if bucket.contains('@') || rest.contains('?') {
+            // object_store would take `user:password@bucket` for the bucket's name
+            // and quote it in every error; the credentials are the environment's.
+            check.problem(
+                "vault.url",
+                "carries credentials or parameters; write s3://bucket/prefix and give the credentials in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)",
+            );
         }
     }
     if let Some(endpoint) = &config.vault.endpoint {
-        match url::Url::parse(endpoint) {
+        match url::Url::parse(endpoint.expose()) {
             Ok(parsed) if parsed.scheme() == "https" => {}
             Ok(parsed) if parsed.scheme() == "http" && !config.vault.allow_http => check.problem(
                 "vault.endpoint",

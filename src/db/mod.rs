@@ -453,9 +453,10 @@ pub enum DbError {
     // its own cause, and a chain would print it twice more.
     #[error("cannot connect to {url}: {cause}; check database.url and that the server is up")]
     Connect {
-        /// The URL with its password masked.
+        /// The URL with its credentials masked.
         url: String,
-        cause: sqlx::Error,
+        /// The driver's error, the URL's credentials masked in it.
+        cause: String,
     },
     #[error("unsupported database URL {url}: use postgres://, mysql:// or sqlite://")]
     Scheme { url: String },
@@ -955,9 +956,9 @@ pub trait Session: Send {
 /// Connects to the database `url` names.
 pub async fn connect(url: &DatabaseUrl) -> Result<Box<dyn Adapter>, DbError> {
     let text = url.expose();
-    let fail = |cause| DbError::Connect {
+    let fail = |cause: sqlx::Error| DbError::Connect {
         url: url.masked(),
-        cause,
+        cause: url.scrub(&cause.to_string()),
     };
     match Engine::from_url(text) {
         Some(Engine::Postgres) => Ok(Box::new(

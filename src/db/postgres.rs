@@ -21,7 +21,7 @@ impl Postgres {
     pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
         // Pinned session settings: the text of dates, times and intervals that the
         // vault keeps must not depend on the server's defaults.
-        let options = PgConnectOptions::from_str(url)?
+        let options = PgConnectOptions::from_str(&understood(url))?
             .options([
                 ("TimeZone", "UTC"),
                 ("DateStyle", "ISO, MDY"),
@@ -42,6 +42,67 @@ impl Postgres {
             .await?;
         Ok(Self { pool })
     }
+}
+
+/// The query parameters sqlx's PostgreSQL driver reads (`options[…]` too).
+const UNDERSTOOD: [&str; 17] = [
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+];
+
+/// `url` without the query parameters the driver does not read, each named (never
+/// its value) in a warning. sqlx logs an unknown parameter with its value, and
+/// libpq's `sslpassword` is one: handed on, the password would be in the log.
+fn understood(url: &str) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return url.to_string(); // sqlx's parse error quotes nothing of it.
+    };
+    let Some(query) = parsed.query().map(str::to_string) else {
+        return url.to_string();
+    };
+    let mut kept = Vec::new();
+    let mut dropped = false;
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        let raw_name = pair.split_once('=').map_or(pair, |(name, _)| name);
+        let name = url::form_urlencoded::parse(raw_name.as_bytes())
+            .next()
+            .map(|(name, _)| name.into_owned())
+            .unwrap_or_default();
+        if UNDERSTOOD.contains(&name.as_str()) || name == "options" || name.starts_with("options[")
+        {
+            kept.push(pair);
+        } else {
+            dropped = true;
+            tracing::warn!(
+                parameter = %name,
+                "database.url: PostgreSQL parameter not supported by dropguard's driver; ignored"
+            );
+        }
+    }
+    if !dropped {
+        return url.to_string();
+    }
+    if kept.is_empty() {
+        parsed.set_query(None);
+    } else {
+        parsed.set_query(Some(&kept.join("&")));
+    }
+    parsed.to_string()
 }
 
 pool_reads!(Postgres, kind = PgKind, engine = Engine::Postgres);
@@ -433,5 +494,24 @@ impl LockGuard for PgLock {
             tracing::warn!(error = %err, "releasing an advisory lock failed; closing its connection");
             let _ = self.conn.detach().close().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_the_driver_would_log_with_their_value_are_dropped() {
+        assert_eq!(
+            understood("postgres://app@db/shop?sslpassword=s3cret&sslmode=require&password=pw"),
+            "postgres://app@db/shop?sslmode=require&password=pw"
+        );
+        assert_eq!(
+            understood("postgres://app@db/shop?passwd=s3cret"),
+            "postgres://app@db/shop"
+        );
+        let kept = "postgres://app@db/shop?sslmode=verify-full&options[search_path]=x";
+        assert_eq!(understood(kept), kept);
     }
 }

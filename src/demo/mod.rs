@@ -38,7 +38,11 @@ pub async fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<u8> {
     let dir = match &args.dir {
         Some(dir) => {
             prepare_dir(dir)?;
-            dir.clone()
+            // Absolute once, here: the config written below names files in it,
+            // and a relative path there would be read against the config's own
+            // directory (`rel/rel/project`).
+            std::path::absolute(dir)
+                .with_context(|| format!("resolving --dir {}", dir.display()))?
         }
         None => {
             temp = tempfile::Builder::new()
@@ -68,9 +72,8 @@ pub async fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<u8> {
     let config_path = dir.join("dropguard.toml");
     std::fs::write(&config_path, shop::config_toml(&dir, &slack.url()))
         .with_context(|| format!("writing {}", config_path.display()))?;
-    let config = config::load(&config_path).map_err(|problems| {
-        anyhow::anyhow!("the demo's configuration is invalid (a bug): {problems:?}")
-    })?;
+    let config = config::load(&config_path)
+        .map_err(|err| anyhow::anyhow!("{err}\n(the demo wrote this configuration: a bug)"))?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (bound, address) = tokio::sync::oneshot::channel();
     let daemon = tokio::spawn(crate::app::serve(

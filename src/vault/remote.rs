@@ -21,17 +21,19 @@ use super::fsutil;
 use super::id::SnapshotId;
 use super::manifest::{self, MANIFEST_FILE};
 use super::store::{TMP_DIR, Vault};
+use crate::config::EndpointUrl;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
     #[error("vault.url {url:?} is not s3://bucket[/prefix]")]
     Url { url: String },
-    #[error("object store {url}: {what}: {source}")]
+    /// `detail` is the client's error chain with the endpoint's credentials
+    /// masked: object_store quotes the request URL, userinfo included.
+    #[error("object store {url}: {what}: {detail}")]
     Store {
         url: String,
         what: String,
-        #[source]
-        source: object_store::Error,
+        detail: String,
     },
     #[error("local vault: {0}")]
     Local(#[from] super::VaultError),
@@ -49,7 +51,7 @@ pub struct RemoteConfig {
     /// `s3://bucket/prefix`.
     pub url: String,
     /// A non-AWS endpoint (MinIO, Ceph, moto), or None for AWS.
-    pub endpoint: Option<String>,
+    pub endpoint: Option<EndpointUrl>,
     pub region: String,
     /// Plain HTTP to the endpoint, for local test servers only.
     pub allow_http: bool,
@@ -62,6 +64,8 @@ pub struct Remote {
     prefix: StorePath,
     /// For messages: the URL without credentials.
     url: String,
+    /// The endpoint, whose credentials are masked in every error.
+    endpoint: Option<EndpointUrl>,
 }
 
 impl Remote {
@@ -81,18 +85,32 @@ impl Remote {
             .with_region(&config.region)
             .with_allow_http(config.allow_http);
         if let Some(endpoint) = &config.endpoint {
-            builder = builder.with_endpoint(endpoint);
+            builder = builder.with_endpoint(endpoint.expose());
         }
+        let scrub = |text: String| match &config.endpoint {
+            Some(endpoint) => endpoint.scrub(&text),
+            None => text,
+        };
         let store = builder.build().map_err(|source| RemoteError::Store {
             url: config.url.clone(),
             what: "configuring the client".into(),
-            source,
+            detail: scrub(crate::error_chain(&source)),
         })?;
         Ok(Self {
             store: Arc::new(store),
             prefix: StorePath::from(prefix.trim_matches('/')),
             url: config.url.clone(),
+            endpoint: config.endpoint.clone(),
         })
+    }
+
+    /// An error's chain, the endpoint's credentials masked.
+    fn detail(&self, err: &dyn std::error::Error) -> String {
+        let text = crate::error_chain(err);
+        match &self.endpoint {
+            Some(endpoint) => endpoint.scrub(&text),
+            None => text,
+        }
     }
 
     fn key(&self, id: &SnapshotId, file: &str) -> StorePath {
@@ -110,7 +128,7 @@ impl Remote {
         move |source| RemoteError::Store {
             url: self.url.clone(),
             what,
-            source,
+            detail: self.detail(&source),
         }
     }
 
@@ -142,9 +160,11 @@ impl Remote {
                     Err(err)
                 }
             };
-            closed.map_err(|source| RemoteError::Io {
-                what: format!("uploading {file} of snapshot {id} to {}", self.url),
-                source,
+            // The writer's error carries object_store's, request URL included.
+            closed.map_err(|source| RemoteError::Store {
+                url: self.url.clone(),
+                what: format!("uploading {file} of snapshot {id}"),
+                detail: self.detail(&source),
             })?;
         }
         tracing::info!(snapshot = %id, store = %self.url, "snapshot uploaded");

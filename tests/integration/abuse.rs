@@ -130,3 +130,85 @@ fn tls_settings_in_the_database_url_are_honoured() {
         "{err}"
     );
 }
+
+/// Credentials a database URL can carry besides the userinfo's password.
+const QUERY_PASSWORD: &str = "qp-secret-7741";
+const SSL_PASSWORD: &str = "sslpw-secret-7742";
+const USERINFO_PASSWORD: &str = "ui-secret-7743";
+
+#[test]
+fn a_password_in_the_database_url_query_never_shows_in_readyz_logs_or_cli_errors() {
+    let ws = Workspace::new();
+    std::fs::create_dir_all(ws.path().join("sql")).unwrap();
+    // Port 1: nothing listens, so the daemon reports the database in /readyz and its log.
+    let url = format!(
+        "postgres://app:{USERINFO_PASSWORD}@127.0.0.1:1/shop?sslmode=prefer&password={QUERY_PASSWORD}&sslpassword={SSL_PASSWORD}"
+    );
+    let config = ws.write_config(&format!(
+        "environment = \"test\"\n[database]\nurl = \"{url}\"\n[state]\ndir = \"state\"\n[sql]\ndir = \"sql\"\n[server]\nlisten = \"127.0.0.1:0\"\ngrace_period = \"2s\"\n"
+    ));
+    let secrets = [QUERY_PASSWORD, SSL_PASSWORD, USERINFO_PASSWORD];
+
+    let daemon = crate::harness::Daemon::start(&config);
+    let started = std::time::Instant::now();
+    let body = loop {
+        let (status, body) = daemon.get("/readyz");
+        if status == 503 && body.contains("cannot connect to") {
+            break body;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "readiness never named the database: {status} {body}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    // The reader still sees which database, and that a password was given.
+    assert!(
+        body.contains("127.0.0.1:1/shop") && body.contains("password=********"),
+        "{body}"
+    );
+    let stopped = daemon.terminate(std::time::Duration::from_secs(10));
+    let logs = stopped.logs.join("\n");
+    assert!(logs.contains("cannot connect to the database"), "{logs}");
+    for secret in secrets {
+        assert!(!body.contains(secret), "{secret} in /readyz: {body}");
+        assert!(!logs.contains(secret), "{secret} in the log:\n{logs}");
+    }
+
+    // The CLI's error and log say the same, masked.
+    let scan = ws.run(&["scan"]);
+    assert_eq!(scan.status.code(), Some(1), "{}", stdout(&scan));
+    let err = stderr(&scan);
+    assert!(
+        err.contains("cannot connect to postgres://app:********@127.0.0.1:1/shop"),
+        "{err}"
+    );
+    for secret in secrets {
+        assert!(!err.contains(secret), "{secret} in scan's stderr: {err}");
+        assert!(!stdout(&scan).contains(secret), "{secret} in scan's stdout");
+    }
+}
+
+#[test]
+fn credentials_in_the_vault_endpoint_never_show_in_object_store_errors() {
+    let ws = Workspace::new();
+    // Nothing listens on port 1: object_store retries, then fails quoting its request URL.
+    ws.sqlite_config(
+        "[vault]\nurl = \"s3://snapshots/prod\"\nendpoint = \"http://akid:vault-secret-7744@127.0.0.1:1?X-Amz-Security-Token=vault-token-7745\"\nallow_http = true\n",
+    );
+    let output = crate::harness::run_with_env(
+        &["snapshots", "list"],
+        &ws.config_path(),
+        &[
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    let err = stderr(&output);
+    assert!(err.contains("object store s3://snapshots/prod"), "{err}");
+    for secret in ["vault-secret-7744", "vault-token-7745"] {
+        assert!(!err.contains(secret), "{secret} shown: {err}");
+        assert!(!stdout(&output).contains(secret), "{secret} shown");
+    }
+}

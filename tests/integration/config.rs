@@ -144,3 +144,132 @@ fn run_with_a_bad_config_exits_64_before_binding() {
     assert!(err.contains("detect.min_errors (line 9)"), "{err}");
     assert!(!err.contains("cannot listen"), "{err}");
 }
+
+#[test]
+fn check_config_masks_a_password_given_as_a_url_parameter_and_the_vault_endpoint_userinfo() {
+    let ws = Workspace::new();
+    ws.write_config(
+        "environment = \"prod\"\n[database]\nurl = \"mysql://root@db:3306/edxapp?ssl-mode=required&password=qp-secret-1&sslpassword=ssl-secret-2\"\n[state]\ndir = \"state\"\n[vault]\nurl = \"s3://snapshots/prod\"\nendpoint = \"https://minio:endpoint-secret-3@minio.internal:9000?token=endpoint-token-4\"\n",
+    );
+    let output = ws.run(&["check-config"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let shown = stdout(&output);
+    for secret in [
+        "qp-secret-1",
+        "ssl-secret-2",
+        "endpoint-secret-3",
+        "endpoint-token-4",
+    ] {
+        assert!(!shown.contains(secret), "{secret} leaked:\n{shown}");
+    }
+    let table: toml::Table = toml::from_str(&shown).expect("check-config prints TOML");
+    assert_eq!(
+        table["database"]["url"].as_str(),
+        Some(
+            "mysql://root@db:3306/edxapp?ssl-mode=required&password=********&sslpassword=********"
+        )
+    );
+    assert_eq!(
+        table["vault"]["endpoint"].as_str(),
+        Some("https://minio:********@minio.internal:9000/?token=********")
+    );
+
+    // Credentials in vault.url would be taken for the bucket's name: refused, unshown.
+    ws.write_config(
+        "environment = \"prod\"\n[database]\nurl = \"sqlite://app.db\"\n[state]\ndir = \"state\"\n[vault]\nurl = \"s3://AKID:bucket-secret-5@snapshots/prod\"\n",
+    );
+    let (code, err) = check(&ws);
+    assert_eq!(code, EXIT_CONFIG);
+    assert!(
+        err.contains("vault.url (line 7): carries credentials"),
+        "{err}"
+    );
+    assert!(!err.contains("bucket-secret-5"), "{err}");
+}
+
+/// `check-config --config PATH`, its address space capped at 1 GiB (a reader of
+/// `/dev/zero` fails instead of taking the machine's memory) and killed after 10 s.
+fn check_config_at(path: &std::path::Path) -> (Option<i32>, String, std::time::Duration) {
+    use std::os::unix::process::CommandExt;
+    let started = std::time::Instant::now();
+    let mut command = std::process::Command::new(crate::harness::BIN);
+    command
+        .args(["check-config", "--config"])
+        .arg(path)
+        .env_remove("DROPGUARD_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: setrlimit(2) is async-signal-safe; nothing else runs in the child.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 1 << 30,
+                rlim_max: 1 << 30,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let mut child = command.spawn().expect("running dropguard");
+    loop {
+        if let Some(status) = child.try_wait().expect("waiting for dropguard") {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            return (status.code(), err, started.elapsed());
+        }
+        if started.elapsed() > std::time::Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "check-config on {} still running after 10 s",
+                path.display()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_fifo_or_dev_zero_as_the_config_is_refused_promptly_with_the_reason() {
+    let ws = Workspace::new();
+    let fifo = ws.path().join("dropguard.toml");
+    let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo(3) with a NUL-terminated path we own.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    for (path, wanted) in [
+        (fifo.as_path(), "is a FIFO (named pipe), not a regular file"),
+        (
+            std::path::Path::new("/dev/zero"),
+            "is a character device, not a regular file",
+        ),
+    ] {
+        let (code, err, took) = check_config_at(path);
+        assert_eq!(code, EXIT_CONFIG, "{err}");
+        assert!(err.contains(wanted), "{err}");
+        assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
+    }
+}
+
+#[test]
+fn every_type_error_of_a_config_is_reported_in_one_run() {
+    let ws = Workspace::new();
+    ws.sqlite_config(
+        "[detect]\nmin_errors = \"five\"\nwindow = \"a minute\"\n[server]\nlisten = \"localhost\"\n[[logs.file]]\npath = \"/var/log/a.log\"\nmax_event_bytes = -1\n[[logs.file]]\npath = 7\n[restore]\nmode = \"sometimes\"\n",
+    );
+    let (code, err) = check(&ws);
+    assert_eq!(code, EXIT_CONFIG);
+    for wanted in [
+        "has 6 problems",
+        "detect.min_errors (line 7):",
+        "detect.window (line 8): invalid duration \"a minute\"",
+        "server.listen (line 10): invalid listen address \"localhost\"",
+        "logs.file[0].max_event_bytes (line 13):",
+        "logs.file[1].path (line 15):",
+        "restore.mode (line 17):",
+    ] {
+        assert!(err.contains(wanted), "{wanted:?} missing from:\n{err}");
+    }
+}

@@ -98,3 +98,43 @@ fn demo_dir_keeps_the_files_for_the_cli_and_refuses_a_dir_in_use() {
     );
     assert!(entries(tmp.path()).is_empty());
 }
+
+/// Issue 17, item 11: `demo --dir rel` failed with "configuration is invalid (a
+/// bug)", its config naming `rel/rel/project`.
+#[test]
+fn demo_dir_given_as_a_relative_path_plays_the_whole_runbook_there() {
+    let cwd = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let output = demo(&["--dir", "rel/kept"], cwd.path(), tmp.path());
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}\n{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    assert!(stdout(&output).contains("hold exactly the data of before the release"));
+    let dir = cwd.path().join("rel/kept");
+    for file in ["dropguard.toml", "shop.db", "logs", "project", "state"] {
+        assert!(
+            dir.join(file).exists(),
+            "{file} missing from {}",
+            dir.display()
+        );
+    }
+    assert!(!dir.join("rel").exists(), "paths were doubled");
+    let config = std::fs::read_to_string(dir.join("dropguard.toml")).unwrap();
+    let project = dir.join("project");
+    assert!(
+        config.contains(&format!("project_dir = \"{}\"", project.display())),
+        "{config}"
+    );
+    // The config it kept works from anywhere: the CLI reads its journal.
+    let listed = Command::new(BIN)
+        .args(["incidents", "list", "--json", "--config"])
+        .arg(dir.join("dropguard.toml"))
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    assert_eq!(listed.status.code(), Some(0), "{}", stderr(&listed));
+}

@@ -741,3 +741,73 @@ fn a_deploy_being_resolved_at_sigterm_is_journaled_within_the_grace_period() {
         stopped.logs
     );
 }
+
+/// Issue 17, item 6: samples carried `Authorization: Token X`, `('password', 'X')`,
+/// `passwd X` and the end of `password: 'a b'` to Slack and the API. Through the
+/// daemon, the incident's samples hide each while keeping the column the error names.
+#[test]
+fn incident_samples_hide_secrets_in_every_usual_form_and_keep_the_missing_column() {
+    let ws = Workspace::new();
+    let db = TestDb::create(EngineKind::Sqlite, "samples");
+    let log = ws.path().join("app.log");
+    fs::write(&log, "").unwrap();
+    // The database has no django_migrations: the deploy is announced instead.
+    let daemon = Daemon::start(&config_with(&ws, &db, &log, false, ""));
+    let deployed = daemon.request(
+        "POST",
+        "/api/v1/deploys",
+        &[("Content-Type", "application/json")],
+        format!(r#"{{"migrations": ["{MIGRATION}"]}}"#).as_bytes(),
+    );
+    assert_eq!(deployed.status, 202, "{}", deployed.body);
+    std::thread::sleep(Duration::from_millis(50));
+    let secrets = [
+        "query-secret-1",
+        "tuple-secret-2",
+        "pw-secret-3",
+        "secret-4",
+        "header-secret-5",
+        "json-secret-6",
+    ];
+    let mut text = String::new();
+    for _ in 0..5 {
+        let now = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S,%3f");
+        text.push_str(&format!(
+            "{now} ERROR django.request Internal Server Error: /catalog/?user=bob&password=query-secret-1\n\
+             Traceback (most recent call last):\n\
+             \x20 File \"/srv/app/catalog/views.py\", line 12, in detail\n\
+             \x20   legacy.login(('password', 'tuple-secret-2'), 'cmd: passwd pw-secret-3', \"password: 'spaced secret-4'\")\n\
+             \x20 File \"/srv/app/catalog/views.py\", line 19, in fetch\n\
+             \x20   requests.get(url, headers={{\"Authorization\": \"Token header-secret-5\"}}, json={{\"api_key\": \"json-secret-6\"}})\n\
+             django.db.utils.OperationalError: no such column: catalog_product.brand_code\n"
+        ));
+    }
+    fs::write(&log, text).unwrap();
+    wait_until("five samples", Duration::from_secs(20), || {
+        incidents(&daemon)
+            .first()
+            .and_then(|i| i["samples"].as_array().map(Vec::len))
+            .is_some_and(|n| n >= 5)
+    });
+    let (_, body) = daemon.get("/api/v1/incidents");
+    for secret in secrets {
+        assert!(!body.contains(secret), "{secret} in the API:\n{body}");
+    }
+    for sample in incidents(&daemon)[0]["samples"].as_array().unwrap() {
+        let sample = sample["text"].as_str().unwrap();
+        assert!(
+            sample.contains("no such column: catalog_product.brand_code")
+                && sample.contains("Internal Server Error: /catalog/"),
+            "{sample}"
+        );
+    }
+    // The journal, which `incidents show` reads, holds the same masked samples.
+    let journal: String = fs::read_dir(ws.path().join("state/incidents"))
+        .unwrap()
+        .map(|entry| fs::read_to_string(entry.unwrap().path()).unwrap_or_default())
+        .collect();
+    assert!(journal.contains("catalog_product.brand_code"), "{journal}");
+    for secret in secrets {
+        assert!(!journal.contains(secret), "{secret} in the journal");
+    }
+}
