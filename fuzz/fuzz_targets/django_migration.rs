@@ -51,7 +51,9 @@ fn nested(description: &[u8]) -> Vec<u8> {
     for closer in close.iter().rev() {
         open.push_str(closer);
     }
-    open.push_str("\nclass Migration(migrations.Migration):\n    operations = [migrations.RunSQL(X)]\n");
+    open.push_str(
+        "\nclass Migration(migrations.Migration):\n    operations = [migrations.RunSQL(X)]\n",
+    );
     open.into_bytes()
 }
 
