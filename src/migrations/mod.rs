@@ -4,6 +4,7 @@
 //!
 //! Pure: no database access, no printing, no async.
 
+mod depth;
 mod django;
 
 /// Directories never searched for migrations (virtualenvs, VCS, caches).
@@ -182,6 +183,8 @@ pub enum Error {
     Cycle(Vec<MigrationId>),
     #[error("missing migration dependencies: {}", join(.0, "; "))]
     MissingDependencies(Vec<MissingDependency>),
+    #[error("cannot start a thread for the analysis: {0}")]
+    Thread(std::io::Error),
 }
 
 fn join<T: fmt::Display>(items: &[T], sep: &str) -> String {
@@ -200,10 +203,18 @@ pub fn fuzz_django_file(
     bytes: &[u8],
     opts: &Options,
 ) -> Result<(Vec<Operation>, Vec<Problem>), Problem> {
-    django::analyse_file(bytes, opts)
+    // On the stack the real analysis has, so the fuzzer finds what it would meet.
+    depth::on_analysis_stack("migrations", || django::analyse_file(bytes, opts)).map_err(|e| {
+        Problem {
+            file: PathBuf::new(),
+            line: 0,
+            message: format!("cannot start a thread for the analysis: {e}"),
+        }
+    })?
 }
 
-/// Analyses every Django migration under `project_dir`.
+/// Analyses every Django migration under `project_dir`, on a thread of its own
+/// with a known stack (see `depth`).
 ///
 /// `applied` holds the rows of `django_migrations` as (app, name); it decides
 /// whether squashed migrations stand in for the ones they replace.
@@ -212,5 +223,6 @@ pub fn analyse_django(
     applied: &BTreeSet<(String, String)>,
     opts: &Options,
 ) -> Result<Analysis, Error> {
-    django::analyse(project_dir, applied, opts)
+    depth::on_analysis_stack("migrations", || django::analyse(project_dir, applied, opts))
+        .map_err(Error::Thread)?
 }

@@ -13,10 +13,12 @@ use sqlparser::ast::{
     TableConstraint, TableFactor, Truncate,
 };
 use sqlparser::dialect::{Dialect, GenericDialect, MySqlDialect, PostgreSqlDialect, SQLiteDialect};
-use sqlparser::parser::Parser;
-use sqlparser::tokenizer::{Token, Tokenizer};
+use sqlparser::keywords::Keyword;
+use sqlparser::parser::{Parser, ParserError};
+use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 use walkdir::WalkDir;
 
+use super::depth::{self, MAX_DEPTH, too_deep};
 use super::{Analysis, Engine, Error, MigrationId, MigrationPlan, OpKind, Operation, Problem};
 
 /// One destructive or breaking effect of a SQL statement.
@@ -38,13 +40,15 @@ pub struct SqlEffect {
 }
 
 /// SQL text that sqlparser could not parse with either the engine's dialect
-/// or the generic one.
+/// or the generic one, or that nests too deep to be parsed safely.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("SQL does not parse (line {line}): {message}")]
+#[error("{} (line {line}): {message}", if *.too_deep { "SQL not analysed" } else { "SQL does not parse" })]
 pub struct SqlError {
     /// 1-based line within the SQL text (1 when the parser gives none).
     pub line: usize,
     pub message: String,
+    /// Refused before parsing: a statement nests deeper than [`MAX_DEPTH`].
+    pub too_deep: bool,
 }
 
 /// The destructive or breaking statements of `sql`, in order.
@@ -66,22 +70,22 @@ fn parse(sql: &str, engine: Engine) -> Result<Vec<Located>, SqlError> {
         Engine::Sqlite => Box::new(SQLiteDialect {}),
     };
     let generic = GenericDialect {};
-    let (statements, dialect) = match Parser::parse_sql(dialect.as_ref(), sql) {
-        Ok(s) => (s, dialect.as_ref()),
+    let (statements, starts) = match parse_with(dialect.as_ref(), sql)? {
+        Ok(parsed) => parsed,
         // The generic dialect accepts some syntax the specific ones reject;
         // the engine's own error is the one worth reporting.
-        Err(first) => match Parser::parse_sql(&generic, sql) {
-            Ok(s) => (s, &generic as &dyn Dialect),
+        Err(first) => match parse_with(&generic, sql)? {
+            Ok(parsed) => parsed,
             Err(_) => {
                 let message = first.to_string();
                 return Err(SqlError {
                     line: error_line(&message),
                     message,
+                    too_deep: false,
                 });
             }
         },
     };
-    let starts = statement_lines(sql, dialect);
     // Block bodies with inner `;` would misalign the split; spans then.
     let aligned = starts.len() == statements.len();
     Ok(statements
@@ -99,11 +103,139 @@ fn parse(sql: &str, engine: Engine) -> Result<Vec<Located>, SqlError> {
         .collect())
 }
 
-/// Start line of each `;`-separated statement, from the tokens.
-fn statement_lines(sql: &str, dialect: &dyn Dialect) -> Vec<usize> {
-    let Ok(tokens) = Tokenizer::new(dialect, sql).tokenize_with_location() else {
-        return Vec::new();
+/// `sql` parsed in `dialect`, with each statement's start line; refused (the
+/// outer error) when its tokens nest deeper than [`MAX_DEPTH`], since what
+/// sqlparser builds from them is dropped and walked recursively.
+#[allow(clippy::type_complexity)]
+fn parse_with(
+    dialect: &dyn Dialect,
+    sql: &str,
+) -> Result<Result<(Vec<Statement>, Vec<usize>), ParserError>, SqlError> {
+    let tokens = match Tokenizer::new(dialect, sql).tokenize_with_location() {
+        Ok(tokens) => tokens,
+        Err(e) => return Ok(Err(e.into())),
     };
+    if let Some((depth, line)) = too_deep_at(&tokens) {
+        return Err(SqlError {
+            line,
+            message: too_deep(depth, "brackets, operators, CASE"),
+            too_deep: true,
+        });
+    }
+    let starts = statement_lines(&tokens);
+    Ok(Parser::new(dialect)
+        .with_tokens_with_locations(tokens)
+        .parse_statements()
+        .map(|statements| (statements, starts)))
+}
+
+/// One bracket or CASE of [`too_deep_at`].
+#[derive(Debug, Default)]
+struct SqlFrame {
+    /// Depth of this frame's own node.
+    base: usize,
+    /// Operators, keywords and closed groups since the last `,`: each may nest
+    /// what precedes it one deeper (`a + b + c` is built left-deep).
+    run: usize,
+    /// UNION, EXCEPT, INTERSECT, MINUS: they nest the query before them, commas
+    /// of the select lists in between notwithstanding.
+    set_operations: usize,
+    /// Opened by CASE: WHEN, THEN and ELSE separate, END closes.
+    case: bool,
+}
+
+impl SqlFrame {
+    fn depth(&self) -> usize {
+        self.base + self.run + self.set_operations
+    }
+}
+
+/// An upper bound on how deep sqlparser's tree for `tokens` nests, with the line
+/// where it first goes deeper than [`MAX_DEPTH`]; None when it never does.
+fn too_deep_at(tokens: &[TokenWithSpan]) -> Option<(usize, usize)> {
+    let mut frames = vec![SqlFrame::default()];
+    let mut deepest = 0;
+    let mut crossed_at = None;
+    for t in tokens {
+        let top_level = frames.len() == 1;
+        let Some(top) = frames.last_mut() else {
+            break;
+        };
+        let keyword = match &t.token {
+            Token::Word(w) => Some(w.keyword),
+            _ => None,
+        };
+        match (&t.token, keyword) {
+            (Token::LParen | Token::LBracket | Token::LBrace, _) | (_, Some(Keyword::CASE)) => {
+                let base = top.depth() + 1;
+                frames.push(SqlFrame {
+                    base,
+                    case: keyword == Some(Keyword::CASE),
+                    ..SqlFrame::default()
+                });
+            }
+            (Token::RParen | Token::RBracket | Token::RBrace, _) => {
+                if !top_level {
+                    frames.pop();
+                }
+                if let Some(outer) = frames.last_mut() {
+                    outer.run += 1;
+                }
+            }
+            (_, Some(Keyword::END)) if top.case => {
+                frames.pop();
+                if let Some(outer) = frames.last_mut() {
+                    outer.run += 1;
+                }
+            }
+            (_, Some(Keyword::WHEN | Keyword::THEN | Keyword::ELSE)) if top.case => top.run = 0,
+            (_, Some(Keyword::UNION | Keyword::EXCEPT | Keyword::INTERSECT | Keyword::MINUS)) => {
+                top.set_operations += 1;
+            }
+            (Token::Comma, _) => top.run = 0,
+            (Token::SemiColon, _) if top_level => *top = SqlFrame::default(),
+            (Token::SemiColon, _) => top.run = 0,
+            (_, Some(Keyword::NoKeyword)) => {}
+            (
+                Token::EOF
+                | Token::Whitespace(_)
+                | Token::Number(..)
+                | Token::Placeholder(_)
+                | Token::CopyData { .. }
+                | Token::SingleQuotedString(_)
+                | Token::DoubleQuotedString(_)
+                | Token::TripleSingleQuotedString(_)
+                | Token::TripleDoubleQuotedString(_)
+                | Token::DollarQuotedString(_)
+                | Token::SingleQuotedByteStringLiteral(_)
+                | Token::DoubleQuotedByteStringLiteral(_)
+                | Token::TripleSingleQuotedByteStringLiteral(_)
+                | Token::TripleDoubleQuotedByteStringLiteral(_)
+                | Token::SingleQuotedRawStringLiteral(_)
+                | Token::DoubleQuotedRawStringLiteral(_)
+                | Token::TripleSingleQuotedRawStringLiteral(_)
+                | Token::TripleDoubleQuotedRawStringLiteral(_)
+                | Token::NationalStringLiteral(_)
+                | Token::QuoteDelimitedStringLiteral(_)
+                | Token::NationalQuoteDelimitedStringLiteral(_)
+                | Token::EscapedStringLiteral(_)
+                | Token::UnicodeStringLiteral(_)
+                | Token::HexStringLiteral(_),
+                _,
+            ) => {}
+            _ => top.run += 1,
+        }
+        let depth = frames.last().map(SqlFrame::depth).unwrap_or(0);
+        deepest = deepest.max(depth);
+        if depth > MAX_DEPTH && crossed_at.is_none() {
+            crossed_at = usize::try_from(t.span.start.line).ok().map(|l| l.max(1));
+        }
+    }
+    crossed_at.map(|line| (deepest, line))
+}
+
+/// Start line of each `;`-separated statement, from the tokens.
+fn statement_lines(tokens: &[TokenWithSpan]) -> Vec<usize> {
     let mut out = Vec::new();
     let mut start = None;
     for t in tokens {
@@ -370,7 +502,13 @@ impl SqlSchema {
 /// file below `dir` (`*.down.sql` ignored) is one migration, applied in
 /// file-name order (digit runs compared numerically, so `V10` follows `V9`).
 /// A migration's id is its path relative to `dir` without the extension.
+/// Analyses a folder of plain SQL migrations, on a thread of its own with a
+/// known stack (see `depth`).
 pub fn analyse_sql_dir(dir: &Path, engine: Engine) -> Result<Analysis, Error> {
+    depth::on_analysis_stack("migrations", || sql_dir(dir, engine)).map_err(Error::Thread)?
+}
+
+fn sql_dir(dir: &Path, engine: Engine) -> Result<Analysis, Error> {
     let meta = std::fs::metadata(dir).map_err(|source| Error::Io {
         path: dir.to_path_buf(),
         source,
@@ -834,6 +972,212 @@ mod tests {
     fn sql_dir_must_exist() {
         let err = analyse_sql_dir(Path::new("/nonexistent/dropguard"), Engine::Postgres);
         assert!(matches!(err, Err(Error::Io { .. })));
+    }
+
+    /// Every way SQL nests, about `n` levels deep, as one statement.
+    fn deep_statements(n: usize) -> Vec<(&'static str, String)> {
+        vec![
+            (
+                "parentheses",
+                format!("SELECT {}1{}", "(".repeat(n), ")".repeat(n)),
+            ),
+            (
+                "calls",
+                format!("SELECT {}1{}", "abs(".repeat(n), ")".repeat(n)),
+            ),
+            ("sum", format!("SELECT 1{}", " + 1".repeat(n))),
+            (
+                "concatenation",
+                format!("SELECT 'a'{}", " || 'a'".repeat(n)),
+            ),
+            (
+                "and",
+                format!("SELECT 1 FROM t WHERE a = 1{}", " AND a = 1".repeat(n)),
+            ),
+            ("not", format!("SELECT {}TRUE", "NOT ".repeat(n))),
+            ("minus", format!("SELECT {}1", "- ".repeat(n))),
+            ("casts", format!("SELECT x{}", "::int".repeat(n))),
+            ("subscripts", format!("SELECT x{}", "[1]".repeat(n))),
+            (
+                "case",
+                format!(
+                    "SELECT {}1{}",
+                    "CASE WHEN a THEN ".repeat(n),
+                    " END".repeat(n)
+                ),
+            ),
+            (
+                "subqueries",
+                format!(
+                    "SELECT * FROM {}t{}",
+                    "(SELECT * FROM ".repeat(n),
+                    ") AS s".repeat(n)
+                ),
+            ),
+            (
+                "unions",
+                format!("SELECT 1, 2{}", " UNION SELECT 1, 2".repeat(n)),
+            ),
+            (
+                "in lists",
+                format!("SELECT 1 IN {}1{}", "(1, 1 IN ".repeat(n), ")".repeat(n)),
+            ),
+        ]
+    }
+
+    /// A tokio worker's stack, where the daemon used to analyse migrations.
+    const WORKER_STACK: usize = 2 * 1024 * 1024;
+
+    fn on_stack<T: Send + 'static>(stack: usize, work: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::Builder::new()
+            .stack_size(stack)
+            .spawn(work)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .join()
+            .unwrap_or_else(|_| panic!("panicked"))
+    }
+
+    #[test]
+    fn deeply_nested_sql_is_refused_before_it_is_parsed() {
+        for n in [MAX_DEPTH + 1, 5_000] {
+            for (name, deep) in deep_statements(n) {
+                for engine in ALL {
+                    let sql = format!("SELECT 1;\n{deep};\n");
+                    let err = on_stack(WORKER_STACK, move || analyse_sql(&sql, engine).err());
+                    let Some(err) = err else {
+                        panic!("{name} at {n} on {engine:?}: analysed")
+                    };
+                    assert!(err.too_deep, "{name} at {n} on {engine:?}: {err}");
+                    assert_eq!(err.line, 2, "{name}");
+                    assert!(
+                        err.to_string()
+                            .starts_with("SQL not analysed (line 2): nests "),
+                        "{err}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_deepest_sql_let_through_is_parsed_on_a_tokio_worker_stack() {
+        for (name, _) in deep_statements(1) {
+            // The largest n of this shape the bound lets through.
+            let deepest = (1..=MAX_DEPTH)
+                .rev()
+                .filter_map(|n| deep_statements(n).into_iter().find(|(s, _)| *s == name))
+                .find(|(_, sql)| {
+                    let tokens = Tokenizer::new(&GenericDialect {}, sql)
+                        .tokenize_with_location()
+                        .unwrap_or_default();
+                    too_deep_at(&tokens).is_none()
+                });
+            let Some((_, sql)) = deepest else {
+                panic!("{name}: not even 1 level passes")
+            };
+            for engine in ALL {
+                let sql = sql.clone();
+                // sqlparser refuses some of these itself (its recursion limit is 50):
+                // an error is fine, a crash is not.
+                let analysed = on_stack(WORKER_STACK, move || analyse_sql(&sql, engine));
+                if let Err(err) = analysed {
+                    assert!(!err.too_deep, "{name} on {engine:?}: {err}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ordinary_sql_measures_far_below_the_limit() {
+        for (name, sql) in deep_statements(5) {
+            let tokens = Tokenizer::new(&PostgreSqlDialect {}, &sql)
+                .tokenize_with_location()
+                .unwrap_or_default();
+            assert_eq!(too_deep_at(&tokens), None, "{name}");
+        }
+        // Long, flat statements: many columns, rows, branches.
+        let columns: Vec<String> = (0..500)
+            .map(|i| format!("c{i} VARCHAR(10) NOT NULL DEFAULT 'x' CHECK (c{i} <> '')"))
+            .collect();
+        let rows: Vec<String> = (0..500).map(|i| format!("({i}, -{i}, 'r{i}')")).collect();
+        let branches: String = (0..300).map(|i| format!(" WHEN {i} THEN 'v{i}'")).collect();
+        for sql in [
+            format!("CREATE TABLE t ({});", columns.join(", ")),
+            format!("INSERT INTO t VALUES {};", rows.join(", ")),
+            format!("UPDATE t SET s = CASE n{branches} ELSE NULL END;"),
+            format!(
+                "SELECT {} FROM t;",
+                (0..500)
+                    .map(|i| format!("c{i} AS a{i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ] {
+            assert!(analyse_sql(&sql, Engine::Postgres).is_ok(), "{sql}");
+        }
+    }
+
+    #[test]
+    fn sqlparsers_own_recursion_limit_holds_below_ours_and_is_a_problem() {
+        // 60 parentheses pass the bound; sqlparser stops at 50 itself.
+        let sql = format!("SELECT {}1{};", "(".repeat(60), ")".repeat(60));
+        for engine in ALL {
+            let sql = sql.clone();
+            let err = on_stack(WORKER_STACK, move || analyse_sql(&sql, engine).err());
+            let Some(err) = err else {
+                panic!("{engine:?}: analysed")
+            };
+            assert!(!err.too_deep, "{err}");
+            assert!(err.message.contains("recursion limit"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_deeply_nested_sql_migration_is_a_problem_not_a_crash() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        write(
+            dir.path(),
+            "0001_init.up.sql",
+            b"CREATE TABLE items (id INTEGER PRIMARY KEY, sku TEXT);\n",
+        );
+        let deep = format!(
+            "UPDATE items SET sku = NULL WHERE id = 1{};\n",
+            " + 1".repeat(100_000)
+        );
+        write(
+            dir.path(),
+            "0002_deep.up.sql",
+            format!("-- computed\n{deep}").as_bytes(),
+        );
+        write(
+            dir.path(),
+            "0003_drop.up.sql",
+            b"ALTER TABLE items DROP COLUMN sku;\n",
+        );
+        let path = dir.path().to_path_buf();
+        let analysis = on_stack(WORKER_STACK, move || {
+            analyse_sql_dir(&path, Engine::Postgres)
+        });
+        let analysis = analysis.unwrap_or_else(|e| panic!("{e}"));
+        let [problem] = analysis.problems.as_slice() else {
+            panic!("{:?}", analysis.problems)
+        };
+        assert!(problem.file.ends_with("0002_deep.up.sql"), "{problem:?}");
+        assert_eq!(problem.line, 2);
+        assert!(problem.message.contains("levels deep"), "{problem:?}");
+        // The file is opaque; the others are still analysed.
+        let kinds: Vec<_> = analysis
+            .migrations
+            .iter()
+            .flat_map(|m| m.operations.iter().map(|o| (m.id.name.as_str(), o.kind)))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("0002_deep", OpKind::Opaque),
+                ("0003_drop", OpKind::DropColumn)
+            ]
+        );
     }
 
     proptest! {

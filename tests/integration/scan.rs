@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 
 use crate::django_support::{django, django_project};
-use crate::harness::{ENGINES, EngineKind, TestDb, Workspace, stderr, stdout};
+use crate::harness::{Daemon, ENGINES, EngineKind, TestDb, Workspace, stderr, stdout};
 
 const PROJECT_APPS: [&str; 4] = ["accounts", "catalog", "orders", "legacy"];
 
@@ -570,5 +570,219 @@ fn scan_without_any_migration_source_says_what_to_configure() {
         stderr(&output).contains("set django.project_dir"),
         "{}",
         stderr(&output)
+    );
+}
+
+/// Every way a migration file can nest, far too deep: (file name, Python text).
+/// The first two are the files that aborted the daemon, the third the size that
+/// aborted `scan --all`.
+fn deeply_nested_files() -> Vec<(&'static str, String)> {
+    let indented: String = (0..400)
+        .map(|i| format!("{}if x:\n", " ".repeat(i)))
+        .collect();
+    vec![
+        ("0001_minus.py", format!("X = {}1\n", "-".repeat(4_000))),
+        (
+            "0002_lists.py",
+            format!("X = {}{}\n", "[".repeat(2_000), "]".repeat(2_000)),
+        ),
+        (
+            "0003_lists_30k.py",
+            format!("X = {}{}\n", "[".repeat(15_000), "]".repeat(15_000)),
+        ),
+        (
+            "0004_parentheses.py",
+            format!("X = {}1{}\n", "(".repeat(2_000), ")".repeat(2_000)),
+        ),
+        (
+            "0005_dicts.py",
+            format!("X = {}1{}\n", "{1: ".repeat(2_000), "}".repeat(2_000)),
+        ),
+        ("0006_not.py", format!("X = {}x\n", "not ".repeat(2_000))),
+        ("0007_power.py", format!("X = 1{}\n", "**1".repeat(4_000))),
+        (
+            "0008_attributes.py",
+            format!("X = a{}\n", ".b".repeat(4_000)),
+        ),
+        ("0009_calls.py", format!("X = f{}\n", "()".repeat(4_000))),
+        (
+            "0010_subscripts.py",
+            format!("X = x{}\n", "[0]".repeat(4_000)),
+        ),
+        (
+            "0011_lambdas.py",
+            format!("X = {}1\n", "lambda: ".repeat(2_000)),
+        ),
+        (
+            "0012_conditionals.py",
+            format!("X = {}1\n", "a if b else ".repeat(2_000)),
+        ),
+        (
+            "0013_blocks.py",
+            format!("{indented}{}pass\n", " ".repeat(400)),
+        ),
+        (
+            "0014_f_strings.py",
+            format!("X = {}1{}\n", "f'{".repeat(500), "}'".repeat(500)),
+        ),
+        // In the operations themselves, where they are evaluated.
+        (
+            "0015_operations.py",
+            format!(
+                "from django.db import migrations\n\n\nclass Migration(migrations.Migration):\n    operations = [\n        migrations.RunSQL({}'SELECT 1'{}),\n    ]\n",
+                "[".repeat(3_000),
+                "]".repeat(3_000)
+            ),
+        ),
+    ]
+}
+
+/// A project whose `shop` app drops `shop_item.old_code` in its pending 0002, with
+/// every deeply nested file in a `deep` app and one in a plain SQL folder.
+fn deeply_nested_project(ws: &Workspace) -> std::path::PathBuf {
+    let project = ws.path().join("project");
+    let shop = project.join("shop/migrations");
+    std::fs::create_dir_all(&shop).unwrap();
+    std::fs::write(shop.join("__init__.py"), "").unwrap();
+    std::fs::write(
+        shop.join("0001_initial.py"),
+        "from django.db import migrations, models\n\n\nclass Migration(migrations.Migration):\n    initial = True\n    dependencies = []\n    operations = [\n        migrations.CreateModel(\n            name='Item',\n            fields=[\n                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),\n                ('legacy', models.CharField(max_length=10, null=True, db_column='old_code')),\n            ],\n        ),\n    ]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        shop.join("0002_remove_item_legacy.py"),
+        "from django.db import migrations\n\n\nclass Migration(migrations.Migration):\n    dependencies = [('shop', '0001_initial')]\n    operations = [\n        migrations.RemoveField(model_name='item', name='legacy'),\n    ]\n",
+    )
+    .unwrap();
+    let deep = project.join("deep/migrations");
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::write(deep.join("__init__.py"), "").unwrap();
+    for (name, text) in deeply_nested_files() {
+        std::fs::write(deep.join(name), text).unwrap();
+    }
+    let sql = ws.path().join("sql");
+    std::fs::create_dir_all(&sql).unwrap();
+    std::fs::write(
+        sql.join("0001_deep.up.sql"),
+        format!(
+            "UPDATE shop_item SET old_code = NULL WHERE id = {}1{};\nSELECT 1{};\n",
+            "(".repeat(5_000),
+            ")".repeat(5_000),
+            " + 1".repeat(100_000)
+        ),
+    )
+    .unwrap();
+    crate::django_support::sqlite_exec(
+        &ws.path().join("app.db"),
+        "CREATE TABLE django_migrations (id INTEGER PRIMARY KEY AUTOINCREMENT, app VARCHAR(255) NOT NULL, name VARCHAR(255) NOT NULL, applied DATETIME NOT NULL);\
+         INSERT INTO django_migrations (app, name, applied) VALUES ('shop', '0001_initial', '2026-01-01 00:00:00');\
+         CREATE TABLE shop_item (id INTEGER PRIMARY KEY, old_code VARCHAR(10));\
+         INSERT INTO shop_item (old_code) VALUES ('a'), (NULL), ('c');",
+    );
+    project
+}
+
+/// Each deeply nested file appears in `text` as `file:line: nests ...`.
+fn assert_deep_files_reported(text: &str) {
+    for (name, _) in deeply_nested_files() {
+        let line = if name == "0013_blocks.py" {
+            // Where the blocks first nest too deep.
+            "200"
+        } else if name == "0015_operations.py" {
+            "6"
+        } else {
+            "1"
+        };
+        let reported = format!("deep/migrations/{name}:{line}: nests ");
+        assert!(
+            text.lines()
+                .any(|l| l.contains(&reported) && l.contains("dropguard reads at most 200")),
+            "{reported} not in:\n{text}"
+        );
+    }
+    assert!(
+        text.contains("sql/0001_deep.up.sql:1: SQL not analysed (line 1): nests "),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_deeply_nested_migration_file_is_a_problem_not_a_crash() {
+    let ws = Workspace::new();
+    let project = deeply_nested_project(&ws);
+    ws.write_config(&format!(
+        "environment = \"test\"\n[database]\nurl = \"sqlite://{}\"\n[django]\nproject_dir = \"{}\"\n[sql]\ndir = \"sql\"\n[state]\ndir = \"state\"\n",
+        ws.path().join("app.db").display(),
+        project.display()
+    ));
+    for args in [&["scan", "--all"][..], &["scan"][..]] {
+        let output = ws.run(args);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{args:?}: {}\n{}",
+            stdout(&output),
+            stderr(&output)
+        );
+        let text = stdout(&output);
+        assert_deep_files_reported(&text);
+        // The rest of the project is still analysed.
+        assert!(text.contains("shop_item.old_code"), "{args:?}: {text}");
+
+        let mut strict = args.to_vec();
+        strict.push("--strict");
+        let output = ws.run(&strict);
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{strict:?}: {}",
+            stderr(&output)
+        );
+    }
+}
+
+#[test]
+fn the_daemon_keeps_running_beside_a_deeply_nested_migration_file() {
+    let ws = Workspace::new();
+    let project = deeply_nested_project(&ws);
+    let config = ws.write_config(&format!(
+        "environment = \"test\"\n[database]\nurl = \"sqlite://{}\"\n[django]\nproject_dir = \"{}\"\n[state]\ndir = \"state\"\n[server]\nlisten = \"127.0.0.1:0\"\n",
+        ws.path().join("app.db").display(),
+        project.display()
+    ));
+    let daemon = Daemon::start(&config);
+    // The pending drop is preserved only after a pass over every migration file,
+    // the deeply nested ones included.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (status, body) = daemon.get("/api/v1/snapshots");
+        assert_eq!(status, 200, "{body}");
+        let listed: Value = serde_json::from_str(&body).unwrap();
+        if listed.as_array().is_some_and(|s| {
+            s.iter()
+                .any(|s| s["migration"] == "shop.0002_remove_item_legacy")
+        }) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no snapshot of shop.0002 within 30 s: {body}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (status, body) = daemon.get("/healthz");
+    assert_eq!(status, 200, "{body}");
+    let stopped = daemon.terminate(std::time::Duration::from_secs(10));
+    assert!(stopped.status.success(), "{:?}", stopped.status);
+    let warned: Vec<&String> = stopped
+        .logs
+        .iter()
+        .filter(|l| l.contains("migration file not analysed") && l.contains("nests "))
+        .collect();
+    assert_eq!(
+        warned.len(),
+        deeply_nested_files().len(),
+        "{:#?}",
+        stopped.logs
     );
 }

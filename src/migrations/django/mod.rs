@@ -5,6 +5,7 @@ mod discover;
 
 pub(crate) use discover::skip_dir;
 mod graph;
+mod nesting;
 mod reader;
 mod state;
 mod value;
@@ -105,25 +106,37 @@ pub(crate) fn analyse_file(
 }
 
 /// Reads every file, spread over the available cores: parsing dominates the
-/// run time and files are independent.
+/// run time and files are independent. Called on the analysis stack; the helper
+/// threads get one of the same size.
 fn read_all(files: &[FoundFile], auth_user_model: &str) -> Vec<Result<MigrationFile, Problem>> {
     let read = |f: &FoundFile| reader::read_migration(&f.path, &f.app, &f.name, auth_user_model);
+    let read_chunk = |c: &[FoundFile]| c.iter().map(read).collect::<Vec<_>>();
     let threads = std::thread::available_parallelism()
         .map(usize::from)
         .unwrap_or(1)
         .min(8);
     if threads < 2 || files.len() < 64 {
-        return files.iter().map(read).collect();
+        return read_chunk(files);
     }
     let chunk = files.len().div_ceil(threads);
     std::thread::scope(|s| {
         let handles: Vec<_> = files
             .chunks(chunk)
-            .map(|c| s.spawn(move || c.iter().map(read).collect::<Vec<_>>()))
+            .map(|c| {
+                std::thread::Builder::new()
+                    .name("migrations-read".to_string())
+                    .stack_size(super::depth::ANALYSIS_STACK_BYTES)
+                    .spawn_scoped(s, move || read_chunk(c))
+            })
             .collect();
         let mut out = Vec::with_capacity(files.len());
         for (h, c) in handles.into_iter().zip(files.chunks(chunk)) {
-            match h.join() {
+            // No thread to be had: this one has the same stack.
+            let joined = match h {
+                Ok(h) => h.join(),
+                Err(_) => Ok(read_chunk(c)),
+            };
+            match joined {
                 Ok(results) => out.extend(results),
                 // A panicking parser thread must not take the analysis down:
                 // its files are reported instead.

@@ -5,9 +5,12 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use ruff_python_ast::{Expr, Stmt, StmtClassDef};
+use ruff_python_ast::{Expr, PySourceType, Stmt, StmtClassDef};
 
 use super::super::Problem;
+use super::super::depth::{MAX_DEPTH, too_deep};
+use super::nesting::{self, Tree};
+use super::value::PYTHON_LEVELS;
 use super::value::{Call, EvalError, Evaluator, LineIndex, Value};
 
 pub(crate) type Key = (String, String);
@@ -78,13 +81,22 @@ pub(crate) fn parse_migration(
         problem(line, format!("not valid UTF-8: {e}"))
     })?;
     let lines = LineIndex::new(source);
-    let parsed = ruff_python_parser::parse_module(source).map_err(|e| {
+    // Measured before parsing: what nests too deep is never built.
+    nesting::check(source)
+        .map_err(|deep| problem(lines.line(deep.offset), too_deep(deep.depth, PYTHON_LEVELS)))?;
+    let parsed = ruff_python_parser::parse_unchecked_source(source, PySourceType::Python);
+    let syntax_error = parsed.errors().first().map(|e| {
         problem(
             lines.line(e.location.start().to_usize()),
             format!("Python syntax error: {}", e.error),
         )
-    })?;
-    let body = &parsed.syntax().body;
+    });
+    // Dropped without recursion on every path from here, the error's included.
+    let tree = Tree(parsed.into_syntax());
+    if let Some(error) = syntax_error {
+        return Err(error);
+    }
+    let body = &tree.0.body;
 
     let mut ev = Evaluator {
         lines: &lines,
@@ -137,7 +149,10 @@ pub(crate) fn parse_migration(
                     // Only literals are remembered; anything else stays a
                     // plain name and fails where a literal is required.
                     match ev.eval(&assign.value) {
-                        Ok(v) => ev.consts.insert(target.id.to_string(), v),
+                        Ok(v) => {
+                            let depth = v.depth();
+                            ev.consts.insert(target.id.to_string(), (v, depth))
+                        }
                         Err(_) => ev.consts.remove(target.id.as_str()),
                     };
                 }
@@ -174,9 +189,9 @@ pub(crate) fn parse_migration(
         };
         let to_problem = |e: EvalError| problem(e.line, format!("{target}: {}", e.message));
         match target {
-            "dependencies" => mig.dependencies = key_list(&ev, value).map_err(to_problem)?,
-            "replaces" => mig.replaces = key_list(&ev, value).map_err(to_problem)?,
-            "run_before" => mig.run_before = key_list(&ev, value).map_err(to_problem)?,
+            "dependencies" => mig.dependencies = key_list(&ev, value, 1).map_err(to_problem)?,
+            "replaces" => mig.replaces = key_list(&ev, value, 1).map_err(to_problem)?,
+            "run_before" => mig.run_before = key_list(&ev, value, 1).map_err(to_problem)?,
             "initial" => {
                 mig.initial = match ev.eval(value).map_err(to_problem)? {
                     Value::Bool(b) => b,
@@ -191,8 +206,15 @@ pub(crate) fn parse_migration(
     Ok(mig)
 }
 
-/// `[('app', 'name'), ...]`, element by element so errors carry their line.
-fn key_list(ev: &Evaluator, expr: &Expr) -> Result<Vec<Key>, EvalError> {
+/// `[('app', 'name'), ...]`, element by element so errors carry their line;
+/// `expr` is `depth` levels below its statement.
+fn key_list(ev: &Evaluator, expr: &Expr, depth: usize) -> Result<Vec<Key>, EvalError> {
+    if depth > MAX_DEPTH {
+        return Err(EvalError {
+            line: ev.lines.line_of(expr),
+            message: too_deep(depth, PYTHON_LEVELS),
+        });
+    }
     let elts = match resolve_const(ev, expr) {
         Some(Value::List(v) | Value::Tuple(v)) => {
             return v
@@ -210,8 +232,8 @@ fn key_list(ev: &Evaluator, expr: &Expr) -> Result<Vec<Key>, EvalError> {
             Expr::Tuple(t) => &t.elts,
             // `[...] + [...]`, as projects build optional dependencies.
             Expr::BinOp(op) if op.op == ruff_python_ast::Operator::Add => {
-                let mut keys = key_list(ev, &op.left)?;
-                keys.extend(key_list(ev, &op.right)?);
+                let mut keys = key_list(ev, &op.left, depth + 1)?;
+                keys.extend(key_list(ev, &op.right, depth + 1)?);
                 return Ok(keys);
             }
             // `[...] if settings.X else []`: which branch runs depends on settings
@@ -219,8 +241,8 @@ fn key_list(ev: &Evaluator, expr: &Expr) -> Result<Vec<Key>, EvalError> {
             // the union is safe: a dependency on an app not in the project is
             // tolerated like any external app.
             Expr::If(cond) => {
-                let mut keys = key_list(ev, &cond.body)?;
-                keys.extend(key_list(ev, &cond.orelse)?);
+                let mut keys = key_list(ev, &cond.body, depth + 1)?;
+                keys.extend(key_list(ev, &cond.orelse, depth + 1)?);
                 return Ok(keys);
             }
             other => {
@@ -234,7 +256,7 @@ fn key_list(ev: &Evaluator, expr: &Expr) -> Result<Vec<Key>, EvalError> {
     };
     let mut keys = Vec::with_capacity(elts.len());
     for e in elts {
-        let v = ev.eval(e)?;
+        let v = ev.eval_at(e, depth + 1)?;
         if let Some(key) = as_key(&v) {
             keys.push(key);
         } else if matches!(&v, Value::Call(call) if call.short_name() == "swappable_dependency") {
@@ -255,7 +277,7 @@ fn key_list(ev: &Evaluator, expr: &Expr) -> Result<Vec<Key>, EvalError> {
 
 fn resolve_const<'a>(ev: &'a Evaluator, expr: &Expr) -> Option<&'a Value> {
     match expr {
-        Expr::Name(n) => ev.consts.get(n.id.as_str()),
+        Expr::Name(n) => ev.consts.get(n.id.as_str()).map(|(v, _)| v),
         _ => None,
     }
 }
@@ -584,6 +606,105 @@ class Migration(m.Migration):
             "from django.db import migrations\nclass NotAMigration(migrations.Migration):\n    pass\n",
         );
         assert!(p.is_err_and(|p| p.message.contains("no `class Migration`")));
+    }
+
+    /// Runs `work` on a thread with `stack` bytes of stack.
+    fn on_stack<T: Send + 'static>(stack: usize, work: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::Builder::new()
+            .stack_size(stack)
+            .spawn(work)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .join()
+            .unwrap_or_else(|_| panic!("panicked"))
+    }
+
+    /// A tokio worker's stack, where the daemon used to read migrations.
+    const WORKER_STACK: usize = 2 * 1024 * 1024;
+
+    fn module_with(statement: &str) -> String {
+        format!(
+            "from django.db import migrations\n\n{statement}\nclass Migration(migrations.Migration):\n    operations = []\n"
+        )
+    }
+
+    #[test]
+    fn every_shape_of_deep_nesting_is_a_problem_of_its_file_not_a_crash() {
+        // Reported: 4,000 `-` before a `1`, and 2,000 nested `[`, each aborted the
+        // daemon. Every other way of nesting too.
+        for (name, deep) in super::super::nesting::tests::shapes(4_000) {
+            let src = module_with(&deep);
+            let problem = on_stack(WORKER_STACK, move || parse(&src).err());
+            let Some(problem) = problem else {
+                panic!("{name}: read as a migration")
+            };
+            assert!(
+                problem.message.contains("levels deep") && problem.message.contains("at most 200"),
+                "{name}: {problem:?}"
+            );
+            if deep.lines().count() == 1 {
+                assert_eq!(problem.line, 3, "{name}: {problem:?}");
+            } else {
+                assert!(problem.line > 3, "{name}: {problem:?}");
+            }
+            assert_eq!(problem.file, Path::new("shop/migrations/0002_x.py"));
+        }
+    }
+
+    #[test]
+    fn the_deepest_file_let_through_is_read_on_an_eighth_of_the_analysis_stack() {
+        for (name, _) in super::super::nesting::tests::shapes(1) {
+            let src = module_with(&super::super::nesting::tests::deepest_allowed(name));
+            let read = on_stack(
+                crate::migrations::depth::ANALYSIS_STACK_BYTES / 8,
+                move || parse(&src).map(|m| m.operations.len()),
+            );
+            // Some shapes are not valid Python: a syntax error is fine, a crash is not.
+            if let Err(problem) = read {
+                assert!(
+                    problem.message.contains("syntax error"),
+                    "{name}: {problem:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_tree_deeper_than_its_tokens_show_is_still_no_crash() {
+        // The parser's error recovery reads the `'` after `{` as the f-string's end,
+        // while the lexer alone reads a string to the end of the line: what follows
+        // nests in the tree but not in the tokens the check counts.
+        let src = format!(
+            "X = f'{{'\n}}{}1{}'\n",
+            "[".repeat(5_000),
+            "]".repeat(5_000)
+        );
+        // Should the check learn to see this, this test needs another such file.
+        assert_eq!(super::super::nesting::check(&src), Ok(()));
+        let read = on_stack(256 * 1024, move || parse(&src).err());
+        let Some(problem) = read else {
+            panic!("read as a migration")
+        };
+        assert!(problem.message.contains("syntax error"), "{problem:?}");
+    }
+
+    #[test]
+    fn values_nested_through_names_stay_within_the_limit() {
+        // Every line is shallow; the value built through the names is not.
+        let mut src = String::from("from django.db import migrations\nA0 = 'DROP TABLE t'\n");
+        for i in 1..=300 {
+            src.push_str(&format!("A{i} = [A{}]\n", i - 1));
+        }
+        src.push_str("class Migration(migrations.Migration):\n    operations = [\n        migrations.RunSQL(A199),\n        migrations.RunSQL(A300),\n    ]\n");
+        let m = on_stack(WORKER_STACK, move || parse(&src));
+        let m = m.unwrap_or_else(|p| panic!("{p:?}"));
+        let OpEntry::Unreadable { line, message } = &m.operations[0] else {
+            panic!("{:?}", m.operations[0])
+        };
+        assert_eq!(*line, 305);
+        assert!(message.contains("through the name A199"), "{message}");
+        // A201 could not be built: from there on the names stay names.
+        let call = Value::Call(call(&m, 1).clone());
+        assert!(call.depth() <= MAX_DEPTH, "{}", call.depth());
     }
 
     #[test]

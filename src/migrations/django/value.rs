@@ -8,6 +8,11 @@ use std::collections::HashMap;
 use ruff_python_ast::{Expr, Number, UnaryOp};
 use ruff_text_size::Ranged;
 
+use super::super::depth::{MAX_DEPTH, too_deep};
+
+/// What a level of a Python file's nesting is, for the problem text.
+pub(crate) const PYTHON_LEVELS: &str = "brackets, operators, blocks";
+
 /// An evaluated expression.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Value {
@@ -97,6 +102,37 @@ impl Value {
     pub fn is_none(&self) -> bool {
         matches!(self, Value::None)
     }
+
+    /// Levels of nesting: 1 for a leaf. Without recursion, so any value may be asked.
+    pub fn depth(&self) -> usize {
+        let mut deepest = 0;
+        let mut pending = vec![(self, 1)];
+        while let Some((value, depth)) = pending.pop() {
+            deepest = deepest.max(depth);
+            match value {
+                Value::Tuple(items) | Value::List(items) | Value::Set(items) => {
+                    pending.extend(items.iter().map(|v| (v, depth + 1)));
+                }
+                Value::Dict(items) => {
+                    for (k, v) in items {
+                        pending.push((k, depth + 1));
+                        pending.push((v, depth + 1));
+                    }
+                }
+                Value::Call(call) => {
+                    pending.extend(call.args.iter().map(|v| (v, depth + 1)));
+                    pending.extend(call.kwargs.iter().map(|(_, v)| (v, depth + 1)));
+                }
+                Value::Str(_)
+                | Value::Bytes(_)
+                | Value::Number(_)
+                | Value::Bool(_)
+                | Value::None
+                | Value::Name(_) => {}
+            }
+        }
+        deepest
+    }
 }
 
 /// Why an expression could not be evaluated.
@@ -135,8 +171,9 @@ impl LineIndex {
 /// Evaluation context of one migration module.
 pub(crate) struct Evaluator<'a> {
     pub lines: &'a LineIndex,
-    /// Module-level names bound to literals before the Migration class.
-    pub consts: HashMap<String, Value>,
+    /// Module-level names bound to literals before the Migration class, with
+    /// the depth of each value (a name used inside a literal nests it deeper).
+    pub consts: HashMap<String, (Value, usize)>,
     /// Local name -> qualified module path, from the module's imports.
     pub imports: HashMap<String, String>,
     pub auth_user_model: &'a str,
@@ -144,31 +181,44 @@ pub(crate) struct Evaluator<'a> {
 
 impl Evaluator<'_> {
     pub fn eval(&self, expr: &Expr) -> Result<Value, EvalError> {
+        self.eval_at(expr, 1)
+    }
+
+    /// `expr`, `depth` levels below the statement it is part of: nothing deeper
+    /// than [`MAX_DEPTH`] is evaluated (nor built: values are dropped recursively).
+    pub fn eval_at(&self, expr: &Expr, depth: usize) -> Result<Value, EvalError> {
+        if depth > MAX_DEPTH {
+            return Err(EvalError {
+                line: self.lines.line_of(expr),
+                message: too_deep(depth, PYTHON_LEVELS),
+            });
+        }
+        let inner = depth + 1;
         Ok(match expr {
             Expr::StringLiteral(s) => Value::Str(s.value.to_str().to_string()),
             Expr::BytesLiteral(b) => Value::Bytes(Cow::<[u8]>::from(&b.value).into_owned()),
             Expr::NumberLiteral(n) => Value::Number(number_text(&n.value)),
             Expr::BooleanLiteral(b) => Value::Bool(b.value),
             Expr::NoneLiteral(_) => Value::None,
-            Expr::Tuple(t) => Value::Tuple(self.eval_all(&t.elts)?),
-            Expr::List(l) => Value::List(self.eval_all(&l.elts)?),
-            Expr::Set(s) => Value::Set(self.eval_all(&s.elts)?),
+            Expr::Tuple(t) => Value::Tuple(self.eval_all(&t.elts, inner)?),
+            Expr::List(l) => Value::List(self.eval_all(&l.elts, inner)?),
+            Expr::Set(s) => Value::Set(self.eval_all(&s.elts, inner)?),
             Expr::Dict(d) => {
                 let mut items = Vec::with_capacity(d.items.len());
                 for item in &d.items {
                     let Some(key) = &item.key else {
                         return Err(self.unsupported(&item.value, "dict unpacking (**)"));
                     };
-                    items.push((self.eval(key)?, self.eval(&item.value)?));
+                    items.push((self.eval_at(key, inner)?, self.eval_at(&item.value, inner)?));
                 }
                 Value::Dict(items)
             }
-            Expr::UnaryOp(u) => match (&u.op, self.eval(&u.operand)?) {
+            Expr::UnaryOp(u) => match (&u.op, self.eval_at(&u.operand, inner)?) {
                 (UnaryOp::USub, Value::Number(n)) => Value::Number(format!("-{n}")),
                 (UnaryOp::UAdd, Value::Number(n)) => Value::Number(n),
                 _ => return Err(self.unsupported(expr, "unary operation")),
             },
-            Expr::Name(_) | Expr::Attribute(_) => self.eval_name(expr)?,
+            Expr::Name(_) | Expr::Attribute(_) => self.eval_name(expr, depth)?,
             Expr::Call(call) => {
                 let func = self.dotted(&call.func)?;
                 let mut args = Vec::with_capacity(call.arguments.args.len());
@@ -176,14 +226,14 @@ impl Evaluator<'_> {
                     if matches!(arg, Expr::Starred(_)) {
                         return Err(self.unsupported(arg, "argument unpacking (*)"));
                     }
-                    args.push(self.eval(arg)?);
+                    args.push(self.eval_at(arg, inner)?);
                 }
                 let mut kwargs = Vec::with_capacity(call.arguments.keywords.len());
                 for kw in &call.arguments.keywords {
                     let Some(name) = &kw.arg else {
                         return Err(self.unsupported(&kw.value, "keyword unpacking (**)"));
                     };
-                    kwargs.push((name.as_str().to_string(), self.eval(&kw.value)?));
+                    kwargs.push((name.as_str().to_string(), self.eval_at(&kw.value, inner)?));
                 }
                 if func.rsplit('.').next() == Some("swappable_dependency") {
                     // django.db.migrations.swappable_dependency(value) is
@@ -209,23 +259,35 @@ impl Evaluator<'_> {
         })
     }
 
-    fn eval_all(&self, exprs: &[Expr]) -> Result<Vec<Value>, EvalError> {
+    fn eval_all(&self, exprs: &[Expr], depth: usize) -> Result<Vec<Value>, EvalError> {
         exprs
             .iter()
             .map(|e| {
                 if matches!(e, Expr::Starred(_)) {
                     Err(self.unsupported(e, "unpacking (*)"))
                 } else {
-                    self.eval(e)
+                    self.eval_at(e, depth)
                 }
             })
             .collect()
     }
 
-    fn eval_name(&self, expr: &Expr) -> Result<Value, EvalError> {
+    fn eval_name(&self, expr: &Expr, depth: usize) -> Result<Value, EvalError> {
         if let Expr::Name(n) = expr
-            && let Some(v) = self.consts.get(n.id.as_str())
+            && let Some((v, nested)) = self.consts.get(n.id.as_str())
         {
+            // `B = [A]`, `C = [B]`, ...: each line is shallow, the value is not.
+            let depth = depth - 1 + nested;
+            if depth > MAX_DEPTH {
+                return Err(EvalError {
+                    line: self.lines.line_of(expr),
+                    message: format!(
+                        "{} (through the name {})",
+                        too_deep(depth, PYTHON_LEVELS),
+                        n.id
+                    ),
+                });
+            }
             return Ok(v.clone());
         }
         let name = self.dotted(expr)?;
