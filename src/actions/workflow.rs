@@ -305,8 +305,13 @@ impl Worker {
                 restore::check_rolled_back(db, &vault, &id, &environment)
                     .await
                     .map_err(|err| err.to_string())?;
+                // Every object verified before the first restore step writes one.
+                let manifest = vault.show(&id).map_err(|err| err.to_string())?;
+                restore::check_intact(&vault, &manifest)
+                    .await
+                    .map_err(|err| err.to_string())?;
                 Ok(format!(
-                    "the schema is rolled back: every table and column of snapshot {snapshot} exists"
+                    "the schema is rolled back: every table and column of snapshot {snapshot} exists, and its data files verify against their checksums"
                 ))
             }
             StepAction::Restore {

@@ -149,6 +149,27 @@ pub enum ObjectStatus {
     },
 }
 
+/// How `dropguard snapshots verify` and a refused restore word an object's state.
+impl std::fmt::Display for ObjectStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ObjectStatus::Ok => f.write_str("ok"),
+            ObjectStatus::Mismatch { expected, found } => {
+                write!(f, "checksum mismatch: expected {expected}, found {found}")
+            }
+            ObjectStatus::FileChanged { expected, found } => {
+                write!(
+                    f,
+                    "data file changed: expected sha256 {expected}, found {found}"
+                )
+            }
+            ObjectStatus::FileMissing => f.write_str("data file missing"),
+            ObjectStatus::Corrupt { row, detail } => write!(f, "corrupt at row {row}: {detail}"),
+            ObjectStatus::Unreadable { detail } => write!(f, "unreadable: {detail}"),
+        }
+    }
+}
+
 impl Vault {
     /// Opens (creating it as 0700 if missing) the vault at `dir`, and removes
     /// staging directories left by crashed writers.
