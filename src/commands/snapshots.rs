@@ -117,7 +117,7 @@ pub async fn run(
                 writeln!(out)?;
             } else {
                 for o in &report.objects {
-                    writeln!(out, "{:<40} {}", o.table, o.status.to_string())?;
+                    writeln!(out, "{:<40} {}", o.table, o.status)?;
                 }
                 writeln!(
                     out,
