@@ -98,7 +98,10 @@ pub async fn serve(
         tracker.spawn(watch_deploys(
             Arc::new(config.clone()),
             tracker.clone(),
-            readiness.register("deploys"),
+            (
+                readiness.register("deploys"),
+                readiness.register("database"),
+            ),
             events.clone(),
             (stats.clone(), vault_stats),
             usage.clone(),
@@ -288,19 +291,25 @@ fn spawn_sources(
 /// Connects to the application's database (retrying: it may not be up yet, or a
 /// SQLite file not created yet), then polls `django_migrations` for deploys,
 /// checks the usage of what pending destructive migrations drop and, with
-/// `preserve.auto`, preserves it as soon as their files appear.
+/// `preserve.auto`, preserves it as soon as their files appear. `database`
+/// says whether the database answers while connecting.
 async fn watch_deploys(
     config: Arc<Config>,
     tracker: TaskTracker,
-    component: ComponentHandle,
+    (component, database): (ComponentHandle, ComponentHandle),
     events: mpsc::Sender<Event>,
     (stats, vault_stats): (SourceStats, crate::telemetry::VaultStats),
     usage: crate::gate::watch::Usage,
     stop: CancellationToken,
 ) {
     let mut failures: u32 = 0;
+    component.not_ready("waiting for the database (see the database component)");
     let db: Arc<dyn crate::db::Adapter> = loop {
-        match crate::db::connect(&config.database.url).await {
+        let connecting = tokio::select! {
+            connected = crate::db::open(&config.database) => connected,
+            () = stop.cancelled() => return,
+        };
+        match connecting {
             Ok(db) => {
                 if failures > 0 {
                     tracing::info!(attempts = failures + 1, "connected to the database");
@@ -316,7 +325,7 @@ async fn watch_deploys(
                     tracing::debug!(error = %err, failures, retry_in = ?wait, "still cannot connect to the database");
                 }
                 // `err` names the database (its URL, password masked) and the cause.
-                component.not_ready(format!(
+                database.not_ready(format!(
                     "{err} (attempt {failures}; next in {})",
                     humantime::format_duration(wait)
                 ));
@@ -327,6 +336,7 @@ async fn watch_deploys(
             }
         }
     };
+    database.ready();
     component.ready();
     tracker.spawn(crate::gate::watch::run(
         config.clone(),

@@ -267,7 +267,7 @@ impl Worker {
 
     async fn db(&mut self) -> Result<&dyn Adapter, String> {
         if self.db.is_none() {
-            let db = db::connect(&self.context.config.database.url)
+            let db = db::open(&self.context.config.database)
                 .await
                 .map_err(|err| format!("connecting to the database: {err}"))?;
             self.db = Some(db);
