@@ -95,6 +95,14 @@ pub async fn serve(
                 .gate()
                 .context("registering the usage gate's metrics")?,
         );
+        if config.preserve.auto {
+            tracker.spawn(check_vault(
+                crate::commands::vault_dir(&config),
+                readiness.register("vault"),
+                config.server.readiness_interval.0,
+                shutdown.clone(),
+            ));
+        }
         tracker.spawn(watch_deploys(
             Arc::new(config.clone()),
             tracker.clone(),
@@ -292,7 +300,8 @@ fn spawn_sources(
 /// SQLite file not created yet), then polls `django_migrations` for deploys,
 /// checks the usage of what pending destructive migrations drop and, with
 /// `preserve.auto`, preserves it as soon as their files appear. `database`
-/// says whether the database answers while connecting.
+/// says whether the database answers: while connecting, then every
+/// `server.readiness_interval`.
 async fn watch_deploys(
     config: Arc<Config>,
     tracker: TaskTracker,
@@ -338,6 +347,12 @@ async fn watch_deploys(
     };
     database.ready();
     component.ready();
+    tracker.spawn(check_database(
+        db.clone(),
+        database,
+        config.server.readiness_interval.0,
+        stop.clone(),
+    ));
     tracker.spawn(crate::gate::watch::run(
         config.clone(),
         db.clone(),
@@ -396,6 +411,84 @@ async fn watch_deploys(
         if let Err(err) = poller.await {
             tracing::error!(error = %err, "the deploy poller stopped");
             component.not_ready(err.to_string());
+        }
+    }
+}
+
+/// Asks the database a `SELECT 1` on a new connection (within
+/// `database.connect_timeout`) every `every`, until `stop`: `component` is
+/// not ready, naming the database and the cause, while it does not answer, and
+/// ready again once it does. A lost database is logged once, and its return.
+async fn check_database(
+    db: Arc<dyn crate::db::Adapter>,
+    component: ComponentHandle,
+    every: std::time::Duration,
+    stop: CancellationToken,
+) {
+    let mut lost = false;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = stop.cancelled() => return,
+        }
+        let answer = tokio::select! {
+            answer = db.ping() => answer,
+            () = stop.cancelled() => return,
+        };
+        match answer {
+            Ok(()) => {
+                if std::mem::take(&mut lost) {
+                    tracing::info!("the database answers again");
+                }
+                component.ready();
+            }
+            Err(err) => {
+                if !std::mem::replace(&mut lost, true) {
+                    tracing::error!(error = %err, "the database stopped answering; /readyz says so until it answers again");
+                }
+                component.not_ready(err.to_string());
+            }
+        }
+    }
+}
+
+/// Checks every `every` that the vault at `dir` takes a write (a small file
+/// written, fsynced, removed), until `stop`: `component` is not ready, with the
+/// filesystem's reason (full, read-only), while it does not, so a vault that
+/// cannot take the next snapshot is seen before a migration needs one.
+async fn check_vault(
+    dir: std::path::PathBuf,
+    component: ComponentHandle,
+    every: std::time::Duration,
+    stop: CancellationToken,
+) {
+    let mut failing = false;
+    loop {
+        let checked = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || {
+                crate::vault::Vault::open_read_only(&dir).and_then(|vault| vault.check_writable())
+            })
+            .await
+        };
+        match checked {
+            Ok(Ok(())) => {
+                if std::mem::take(&mut failing) {
+                    tracing::info!(vault = %dir.display(), "the vault takes writes again");
+                }
+                component.ready();
+            }
+            Ok(Err(err)) => {
+                if !std::mem::replace(&mut failing, true) {
+                    tracing::error!(vault = %dir.display(), error = %err, "the vault cannot be written; new snapshots will fail until it can");
+                }
+                component.not_ready(format!("the vault cannot be written: {err}"));
+            }
+            Err(err) => component.not_ready(format!("checking the vault failed: {err}")),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = stop.cancelled() => return,
         }
     }
 }

@@ -659,6 +659,10 @@ pub struct ServerConfig {
     /// On SIGTERM/SIGINT, how long in-flight work may take to finish before exit.
     #[serde(default = "default_grace_period")]
     pub grace_period: Duration,
+    /// How often the daemon checks, for `/readyz`, that the database answers a
+    /// `SELECT 1` on a new connection and that the vault takes a write.
+    #[serde(default = "default_readiness_interval")]
+    pub readiness_interval: Duration,
 }
 
 impl Default for ServerConfig {
@@ -667,6 +671,7 @@ impl Default for ServerConfig {
             listen: default_listen(),
             api_token: None,
             grace_period: default_grace_period(),
+            readiness_interval: default_readiness_interval(),
         }
     }
 }
@@ -675,6 +680,10 @@ fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9187))
 }
 fn default_grace_period() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_readiness_interval() -> Duration {
     Duration::from_secs(10)
 }
 

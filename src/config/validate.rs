@@ -311,6 +311,10 @@ pub fn validate(config: &mut Config, base_dir: &Path, doc: &Document) -> Vec<Pro
         "database.statement_timeout",
         config.database.statement_timeout,
     );
+    check.positive(
+        "server.readiness_interval",
+        config.server.readiness_interval,
+    );
     check.positive("deploys.poll_interval", config.deploys.poll_interval);
     check.positive("gate.interval", config.gate.interval);
 

@@ -204,6 +204,26 @@ impl Vault {
         &self.dir
     }
 
+    /// Whether a snapshot could be written now: a small file is written,
+    /// fsynced and removed in `.tmp/`, where a snapshot's files start. The
+    /// error is the filesystem's: full, read-only, not permitted.
+    pub fn check_writable(&self) -> Result<(), VaultError> {
+        use std::io::Write;
+        /// A page: what the smallest data file takes on most filesystems.
+        const PROBE_BYTES: usize = 4096;
+        let tmp = self.dir.join(TMP_DIR);
+        fsutil::ensure_private_dir(&tmp)?;
+        let path = tmp.join(format!(".writable-{}", std::process::id()));
+        let mut file = fsutil::create_private_file(&path)?;
+        let written = file
+            .write_all(&[0; PROBE_BYTES])
+            .and_then(|()| file.sync_all());
+        drop(file);
+        // Gone already when a garbage collection ran meanwhile: fine either way.
+        let _ = fs::remove_file(&path);
+        written.map_err(|e| VaultError::io("write a test file in", tmp, e))
+    }
+
     fn lock_file(&self) -> Result<File, VaultError> {
         let path = self.dir.join(LOCK_FILE);
         OpenOptions::new()

@@ -137,7 +137,15 @@ fn a_full_vault_disk_fails_the_snapshot_cleanly_and_the_drop_is_reported_unprote
     // The daemon: counted, the migration reported unprotected, and once it is
     // applied anyway, an incident says its data was not preserved.
     let daemon = Daemon::start(&config);
-    daemon.wait_ready();
+    // Not ready, naming the full disk, before any snapshot fails (issue 17, item 10).
+    wait_until(
+        "/readyz naming the full vault",
+        Duration::from_secs(20),
+        || {
+            let (status, body) = daemon.get("/readyz");
+            status == 503 && body.contains("No space left on device")
+        },
+    );
     wait_until("the failed snapshot", Duration::from_secs(30), || {
         metric(&daemon, r#"dropguard_snapshots_total{outcome="failed"}"#) >= 1.0
     });
@@ -875,4 +883,125 @@ fn a_call_to_a_database_that_stops_answering_fails_in_time_and_a_slow_one_that_a
         proxy.thaw();
         adapter.close().await;
     });
+}
+
+/// Issue 17, items 9 and 10: the daemon checks the database every
+/// `server.readiness_interval`; one that stops answering while the daemon
+/// runs turns `/readyz` 503 naming it, logged once, and ready again once it
+/// answers.
+#[test]
+fn readyz_turns_not_ready_when_the_database_stops_answering_while_running_and_ready_when_it_returns()
+ {
+    let ws = Workspace::new();
+    let db = TestDb::create(EngineKind::Postgres, "dbhang");
+    crate::harness::block_on(crate::db::execute(&db, &["SELECT 1".to_string()]));
+    let proxy = Proxy::start("127.0.0.1:5432", true);
+    let name = db.url.rsplit_once('/').unwrap().1.to_string();
+    std::fs::create_dir(ws.path().join("sql")).unwrap();
+    let config = ws.write_config(&format!(
+        r#"
+environment = "test"
+[database]
+url = "postgres://postgres@127.0.0.1:{port}/{name}"
+connect_timeout = "1s"
+statement_timeout = "1s"
+[sql]
+dir = "sql"
+[state]
+dir = "state"
+[server]
+listen = "127.0.0.1:0"
+grace_period = "3s"
+readiness_interval = "200ms"
+"#,
+        port = proxy.port
+    ));
+    let daemon = Daemon::start(&config);
+    daemon.wait_ready();
+    proxy.freeze();
+    let frozen = Instant::now();
+    wait_until(
+        "/readyz naming the lost database",
+        Duration::from_secs(10),
+        || {
+            let (status, body) = daemon.get("/readyz");
+            status == 503
+                && body.contains(&format!(
+                    "the database at postgres://postgres@127.0.0.1:{}/{name} does not answer",
+                    proxy.port
+                ))
+                && body.contains("no answer within 1s (database.connect_timeout)")
+        },
+    );
+    let noticed = frozen.elapsed();
+    assert_eq!(daemon.get("/healthz").0, 200);
+    proxy.thaw();
+    let thawed = Instant::now();
+    daemon.wait_ready();
+    let back = thawed.elapsed();
+    let stopped = daemon.terminate(Duration::from_secs(10));
+    assert!(stopped.status.success());
+    let lost = stopped
+        .logs
+        .iter()
+        .filter(|line| line.contains("the database stopped answering"))
+        .count();
+    assert_eq!(lost, 1, "logged once: {:#?}", stopped.logs);
+    assert!(
+        stopped
+            .logs
+            .iter()
+            .any(|line| line.contains("the database answers again")),
+        "{:#?}",
+        stopped.logs
+    );
+    eprintln!("lost database noticed after {noticed:?}, ready {back:?} after it answered again");
+}
+
+/// Issue 17, item 10: a vault whose disk is full turns `/readyz` 503, naming
+/// the vault and the filesystem's reason, before any migration needs it; ready
+/// again once the disk has room.
+#[test]
+fn readyz_turns_not_ready_when_the_vault_disk_is_full_and_ready_once_it_has_room() {
+    let ws = Workspace::new();
+    std::fs::create_dir(ws.path().join("sql")).unwrap();
+    let config = ws.write_config(
+        r#"
+environment = "test"
+[database]
+url = "sqlite://app.db"
+[sql]
+dir = "sql"
+[state]
+dir = "state"
+[server]
+listen = "127.0.0.1:0"
+grace_period = "3s"
+readiness_interval = "200ms"
+"#,
+    );
+    crate::django_support::sqlite_exec(&ws.path().join("app.db"), "SELECT 1");
+    let disk = Tmpfs::full(&ws.path().join("state/vault"));
+    let daemon = Daemon::start(&config);
+    wait_until(
+        "/readyz naming the full vault",
+        Duration::from_secs(10),
+        || {
+            let (status, body) = daemon.get("/readyz");
+            status == 503
+                && body.contains("the vault cannot be written")
+                && body.contains("No space left on device")
+        },
+    );
+    let (_, body) = daemon.get("/readyz");
+    let report: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        report["components"]["vault"]["state"], "not_ready",
+        "{report:#}"
+    );
+    assert_eq!(daemon.get("/healthz").0, 200);
+    std::fs::remove_file(disk.at.join("filler")).unwrap();
+    daemon.wait_ready();
+    let stopped = daemon.terminate(Duration::from_secs(10));
+    assert!(stopped.status.success());
 }
