@@ -95,10 +95,21 @@ pub async fn serve(
                 .gate()
                 .context("registering the usage gate's metrics")?,
         );
+        if config.preserve.auto {
+            tracker.spawn(check_vault(
+                crate::commands::vault_dir(&config),
+                readiness.register("vault"),
+                config.server.readiness_interval.0,
+                shutdown.clone(),
+            ));
+        }
         tracker.spawn(watch_deploys(
             Arc::new(config.clone()),
             tracker.clone(),
-            readiness.register("deploys"),
+            (
+                readiness.register("deploys"),
+                readiness.register("database"),
+            ),
             events.clone(),
             (stats.clone(), vault_stats),
             usage.clone(),
@@ -290,19 +301,26 @@ fn spawn_sources(
 /// Connects to the application's database (retrying: it may not be up yet, or a
 /// SQLite file not created yet), then polls `django_migrations` for deploys,
 /// checks the usage of what pending destructive migrations drop and, with
-/// `preserve.auto`, preserves it as soon as their files appear.
+/// `preserve.auto`, preserves it as soon as their files appear. `database`
+/// says whether the database answers: while connecting, then every
+/// `server.readiness_interval`.
 async fn watch_deploys(
     config: Arc<Config>,
     tracker: TaskTracker,
-    component: ComponentHandle,
+    (component, database): (ComponentHandle, ComponentHandle),
     events: mpsc::Sender<Event>,
     (stats, vault_stats): (SourceStats, crate::telemetry::VaultStats),
     usage: crate::gate::watch::Usage,
     stop: CancellationToken,
 ) {
     let mut failures: u32 = 0;
+    component.not_ready("waiting for the database (see the database component)");
     let db: Arc<dyn crate::db::Adapter> = loop {
-        match crate::db::connect(&config.database.url).await {
+        let connecting = tokio::select! {
+            connected = crate::db::open(&config.database) => connected,
+            () = stop.cancelled() => return,
+        };
+        match connecting {
             Ok(db) => {
                 if failures > 0 {
                     tracing::info!(attempts = failures + 1, "connected to the database");
@@ -318,7 +336,7 @@ async fn watch_deploys(
                     tracing::debug!(error = %err, failures, retry_in = ?wait, "still cannot connect to the database");
                 }
                 // `err` names the database (its URL, password masked) and the cause.
-                component.not_ready(format!(
+                database.not_ready(format!(
                     "{err} (attempt {failures}; next in {})",
                     humantime::format_duration(wait)
                 ));
@@ -329,7 +347,14 @@ async fn watch_deploys(
             }
         }
     };
+    database.ready();
     component.ready();
+    tracker.spawn(check_database(
+        db.clone(),
+        database,
+        config.server.readiness_interval.0,
+        stop.clone(),
+    ));
     tracker.spawn(crate::gate::watch::run(
         config.clone(),
         db.clone(),
@@ -388,6 +413,84 @@ async fn watch_deploys(
         if let Err(err) = poller.await {
             tracing::error!(error = %err, "the deploy poller stopped");
             component.not_ready(err.to_string());
+        }
+    }
+}
+
+/// Asks the database a `SELECT 1` on a new connection (within
+/// `database.connect_timeout`) every `every`, until `stop`: `component` is
+/// not ready, naming the database and the cause, while it does not answer, and
+/// ready again once it does. A lost database is logged once, and its return.
+async fn check_database(
+    db: Arc<dyn crate::db::Adapter>,
+    component: ComponentHandle,
+    every: std::time::Duration,
+    stop: CancellationToken,
+) {
+    let mut lost = false;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = stop.cancelled() => return,
+        }
+        let answer = tokio::select! {
+            answer = db.ping() => answer,
+            () = stop.cancelled() => return,
+        };
+        match answer {
+            Ok(()) => {
+                if std::mem::take(&mut lost) {
+                    tracing::info!("the database answers again");
+                }
+                component.ready();
+            }
+            Err(err) => {
+                if !std::mem::replace(&mut lost, true) {
+                    tracing::error!(error = %err, "the database stopped answering; /readyz says so until it answers again");
+                }
+                component.not_ready(err.to_string());
+            }
+        }
+    }
+}
+
+/// Checks every `every` that the vault at `dir` takes a write (a small file
+/// written, fsynced, removed), until `stop`: `component` is not ready, with the
+/// filesystem's reason (full, read-only), while it does not, so a vault that
+/// cannot take the next snapshot is seen before a migration needs one.
+async fn check_vault(
+    dir: std::path::PathBuf,
+    component: ComponentHandle,
+    every: std::time::Duration,
+    stop: CancellationToken,
+) {
+    let mut failing = false;
+    loop {
+        let checked = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || {
+                crate::vault::Vault::open_read_only(&dir).and_then(|vault| vault.check_writable())
+            })
+            .await
+        };
+        match checked {
+            Ok(Ok(())) => {
+                if std::mem::take(&mut failing) {
+                    tracing::info!(vault = %dir.display(), "the vault takes writes again");
+                }
+                component.ready();
+            }
+            Ok(Err(err)) => {
+                if !std::mem::replace(&mut failing, true) {
+                    tracing::error!(vault = %dir.display(), error = %err, "the vault cannot be written; new snapshots will fail until it can");
+                }
+                component.not_ready(format!("the vault cannot be written: {err}"));
+            }
+            Err(err) => component.not_ready(format!("checking the vault failed: {err}")),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = stop.cancelled() => return,
         }
     }
 }

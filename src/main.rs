@@ -19,6 +19,12 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig => with_config(&cli.config, |config| {
             print!("{}", config.to_masked_toml());
+            // A TOML comment, so the output stays a configuration.
+            let access = dropguard::http::api::access_policy(
+                config.server.listen,
+                config.server.api_token.is_some(),
+            );
+            println!("\n# API access: {access}");
             Ok(0)
         }),
         // The whole configuration is checked before any port is bound.

@@ -9,8 +9,10 @@
 //! after commit, when the object holds only the snapshot's rows, its checksum is
 //! recomputed from the database and compared with the manifest's.
 //!
-//! It refuses to write anything while the schema is not rolled back, and a second
-//! run changes nothing.
+//! It refuses to write anything while the schema is not rolled back, or while
+//! any object of the snapshot fails the vault's verification (a restore never
+//! commits one object and then finds the next one damaged), and a second run
+//! changes nothing.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -71,6 +73,14 @@ pub enum RestoreError {
     NotRolledBack { reason: String, command: String },
     #[error("verification of {table} failed: {detail}")]
     VerificationFailed { table: String, detail: String },
+    #[error(
+        "snapshot {id} is damaged, so nothing was written: {problems}. `dropguard snapshots verify {id}` shows every object's state; restore from an intact copy of the snapshot (the vault.url mirror, or a backup of the vault)"
+    )]
+    Damaged {
+        id: String,
+        /// Each damaged object and what is wrong with it.
+        problems: String,
+    },
     #[error("reading the snapshot stopped unexpectedly: {0}")]
     Reader(String),
 }
@@ -177,6 +187,7 @@ async fn restore_locked(
     options: Options,
 ) -> Result<Report, RestoreError> {
     let tables = check_schema(db, manifest, environment).await?;
+    check_intact(vault, manifest).await?;
     if let Some(progress) = crate::progress::current() {
         progress.add_total(manifest.objects.iter().map(|o| o.rows).sum());
     }
@@ -214,6 +225,46 @@ pub async fn check_rolled_back(
 ) -> Result<(), RestoreError> {
     let manifest = vault.show(id)?;
     check_schema(db, &manifest, environment).await.map(|_| ())
+}
+
+/// Re-reads every data file of the snapshot `manifest` describes with the
+/// vault's own verification (as `dropguard snapshots verify` does: streamed,
+/// memory flat) before anything is written; the error names each damaged object.
+pub async fn check_intact(vault: &Vault, manifest: &Manifest) -> Result<(), RestoreError> {
+    let id = manifest.id.clone();
+    let report = {
+        let (vault, verified) = (vault.clone(), id.clone());
+        tokio::task::spawn_blocking(move || vault.verify(&verified))
+            .await
+            .map_err(|err| RestoreError::Reader(format!("verifying snapshot {id}: {err}")))??
+    };
+    let problems: Vec<String> = report
+        .objects
+        .iter()
+        .filter(|o| o.status != crate::vault::ObjectStatus::Ok)
+        .map(|o| {
+            let what = match manifest.objects.get(o.index) {
+                Some(object) if object.kind == ObjectKind::Columns => {
+                    format!("{}.{}", object.table, object.columns.join(","))
+                }
+                _ => format!("table {}", o.table),
+            };
+            format!(
+                "object {} ({what}, {}): {}",
+                o.index + 1,
+                o.file.display(),
+                o.status
+            )
+        })
+        .collect();
+    if problems.is_empty() {
+        return Ok(());
+    }
+    tracing::error!(snapshot = %id, damaged = problems.len(), "the snapshot fails verification; nothing is restored from it");
+    Err(RestoreError::Damaged {
+        id: id.to_string(),
+        problems: problems.join("; "),
+    })
 }
 
 /// Restores only object `index` of snapshot `id` (under the snapshot's lock,

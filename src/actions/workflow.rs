@@ -267,7 +267,7 @@ impl Worker {
 
     async fn db(&mut self) -> Result<&dyn Adapter, String> {
         if self.db.is_none() {
-            let db = db::connect(&self.context.config.database.url)
+            let db = db::open(&self.context.config.database)
                 .await
                 .map_err(|err| format!("connecting to the database: {err}"))?;
             self.db = Some(db);
@@ -305,8 +305,13 @@ impl Worker {
                 restore::check_rolled_back(db, &vault, &id, &environment)
                     .await
                     .map_err(|err| err.to_string())?;
+                // Every object verified before the first restore step writes one.
+                let manifest = vault.show(&id).map_err(|err| err.to_string())?;
+                restore::check_intact(&vault, &manifest)
+                    .await
+                    .map_err(|err| err.to_string())?;
                 Ok(format!(
-                    "the schema is rolled back: every table and column of snapshot {snapshot} exists"
+                    "the schema is rolled back: every table and column of snapshot {snapshot} exists, and its data files verify against their checksums"
                 ))
             }
             StepAction::Restore {

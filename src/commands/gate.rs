@@ -65,7 +65,7 @@ pub fn parse_window(text: &str) -> Result<Duration, String> {
 }
 
 pub async fn run(config: &Config, args: &Args, out: &mut dyn Write) -> anyhow::Result<u8> {
-    let db = db::connect(&config.database.url).await?;
+    let db = db::open(&config.database).await?;
     let report = check(config, db.as_ref(), args.window).await;
     db.close().await;
     let report = report?;

@@ -371,9 +371,13 @@ impl Api {
         })
     }
 
+    /// A read: off loopback the daemon wants the token for it too.
     async fn get(&self, path: &str) -> anyhow::Result<Reached> {
-        self.send(self.client.get(format!("{}{path}", self.base)))
-            .await
+        let mut request = self.client.get(format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        self.send(request).await
     }
 
     /// A mutating call: it needs the token unless the daemon listens on loopback.

@@ -21,7 +21,7 @@ pub struct Args {
 pub async fn run(config: &Config, args: &Args, out: &mut dyn Write) -> anyhow::Result<u8> {
     let vault = open_vault(config).context("opening the vault")?;
     let remote = super::remote(config)?;
-    let db = db::connect(&config.database.url).await?;
+    let db = db::open(&config.database).await?;
     let mut notes = Vec::new();
     let requests = match &args.table {
         Some(table) => vec![Request {

@@ -25,7 +25,7 @@ pub async fn run(config: &Config, args: &Args, out: &mut dyn Write) -> anyhow::R
         )
     })?;
     let vault = open_vault_for_reading(config).await?;
-    let db = db::connect(&config.database.url).await?;
+    let db = db::open(&config.database).await?;
     let options = Options {
         dry_run: args.dry_run,
         force: args.force,

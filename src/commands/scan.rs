@@ -21,7 +21,7 @@ pub async fn run(config: &Config, args: &Args, out: &mut dyn Write) -> anyhow::R
     let plan = if args.all {
         plan::history(config)?
     } else {
-        let db = db::connect(&config.database.url).await?;
+        let db = db::open(&config.database).await?;
         let plan = plan::pending(config, db.as_ref()).await;
         db.close().await;
         plan?

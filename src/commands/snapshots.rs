@@ -108,7 +108,7 @@ pub async fn run(
                 let objects: Vec<_> = report
                     .objects
                     .iter()
-                    .map(|o| json!({ "table": o.table, "ok": matches!(o.status, ObjectStatus::Ok), "status": status_text(&o.status) }))
+                    .map(|o| json!({ "table": o.table, "ok": matches!(o.status, ObjectStatus::Ok), "status": o.status.to_string() }))
                     .collect();
                 serde_json::to_writer_pretty(
                     &mut *out,
@@ -117,7 +117,7 @@ pub async fn run(
                 writeln!(out)?;
             } else {
                 for o in &report.objects {
-                    writeln!(out, "{:<40} {}", o.table, status_text(&o.status))?;
+                    writeln!(out, "{:<40} {}", o.table, o.status)?;
                 }
                 writeln!(
                     out,
@@ -132,20 +132,5 @@ pub async fn run(
             }
             Ok(if report.is_ok() { 0 } else { EXIT_FINDINGS })
         }
-    }
-}
-
-fn status_text(status: &ObjectStatus) -> String {
-    match status {
-        ObjectStatus::Ok => "ok".to_string(),
-        ObjectStatus::Mismatch { expected, found } => {
-            format!("checksum mismatch: expected {expected}, found {found}")
-        }
-        ObjectStatus::FileChanged { expected, found } => {
-            format!("data file changed: expected sha256 {expected}, found {found}")
-        }
-        ObjectStatus::FileMissing => "data file missing".to_string(),
-        ObjectStatus::Corrupt { row, detail } => format!("corrupt at row {row}: {detail}"),
-        ObjectStatus::Unreadable { detail } => format!("unreadable: {detail}"),
     }
 }

@@ -86,6 +86,26 @@ pub struct DatabaseConfig {
     /// the file may appear later, its directory must be creatable).
     /// The password is masked wherever the URL is shown.
     pub url: DatabaseUrl,
+    /// How long connecting may take (TCP, TLS, authentication), and how long a
+    /// `SELECT 1` on a new connection may take to tell a busy server from one
+    /// that stopped answering.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Duration,
+    /// How long any database call may go without an answer (a stream: without
+    /// its next row) before the server is asked a `SELECT 1` on a new
+    /// connection; without an answer to that either, the call fails. A busy
+    /// server that answers is waited for, so a long preserve or restore is not
+    /// cut short.
+    #[serde(default = "default_statement_timeout")]
+    pub statement_timeout: Duration,
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_statement_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -648,6 +668,10 @@ pub struct ServerConfig {
     /// On SIGTERM/SIGINT, how long in-flight work may take to finish before exit.
     #[serde(default = "default_grace_period")]
     pub grace_period: Duration,
+    /// How often the daemon checks, for `/readyz`, that the database answers a
+    /// `SELECT 1` on a new connection and that the vault takes a write.
+    #[serde(default = "default_readiness_interval")]
+    pub readiness_interval: Duration,
 }
 
 impl Default for ServerConfig {
@@ -656,6 +680,7 @@ impl Default for ServerConfig {
             listen: default_listen(),
             api_token: None,
             grace_period: default_grace_period(),
+            readiness_interval: default_readiness_interval(),
         }
     }
 }
@@ -664,6 +689,10 @@ fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9187))
 }
 fn default_grace_period() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_readiness_interval() -> Duration {
     Duration::from_secs(10)
 }
 

@@ -316,6 +316,15 @@ pub fn validate(config: &mut Config, base_dir: &Path, doc: &Document) -> Vec<Pro
         check.positive(&format!("metrics.query[{index}].timeout"), query.timeout);
     }
 
+    check.positive("database.connect_timeout", config.database.connect_timeout);
+    check.positive(
+        "database.statement_timeout",
+        config.database.statement_timeout,
+    );
+    check.positive(
+        "server.readiness_interval",
+        config.server.readiness_interval,
+    );
     check.positive("deploys.poll_interval", config.deploys.poll_interval);
     check.positive("gate.interval", config.gate.interval);
 

@@ -256,12 +256,14 @@ macro_rules! pool_reads {
     };
 }
 
+mod deadline;
 mod mysql;
 mod pg_binary;
 mod pg_checksum;
 mod postgres;
 mod sqlite;
 
+pub use deadline::Deadlines;
 pub use pg_binary::{BinaryRows, Unencodable};
 
 use std::collections::BTreeSet;
@@ -275,12 +277,9 @@ use serde::Serialize;
 use crate::config::DatabaseUrl;
 use crate::vault::Value;
 
-/// How long to wait for a connection before reporting the database unreachable.
 /// A statement slower than this is logged by sqlx at debug level only: reading a
 /// whole table to preserve it is slow by design, not a problem to warn about.
 const SLOW_STATEMENT: std::time::Duration = std::time::Duration::from_secs(1);
-
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Appends one row, encoded for a bulk load, to a buffer.
 pub type RowEncoder = fn(&[Value], &mut Vec<u8>);
@@ -456,6 +455,44 @@ pub enum DbError {
         /// The URL with its credentials masked.
         url: String,
         /// The driver's error, the URL's credentials masked in it.
+        cause: String,
+    },
+    #[error(
+        "cannot connect to {url}: no answer within {waited} (database.connect_timeout); check database.url, that the server is up, and that nothing in between holds connections open"
+    )]
+    ConnectTimeout {
+        /// The URL with its password masked.
+        url: String,
+        waited: String,
+    },
+    #[error(
+        "the database at {url} stopped answering: {what} got no answer for {waited} (database.statement_timeout), and a SELECT 1 on a new connection: {cause}; check the server and the network to it, then try again"
+    )]
+    Unresponsive {
+        /// The URL with its password masked.
+        url: String,
+        /// What was waiting for it.
+        what: String,
+        waited: String,
+        /// How the check on a new connection failed.
+        cause: String,
+    },
+    #[error(
+        "the database at {url} gave {what} no connection within {waited} (database.connect_timeout): it stopped answering, or every pooled connection stayed busy; check the server and the network to it, then try again"
+    )]
+    NoConnection {
+        /// The URL with its password masked.
+        url: String,
+        /// What was waiting for a connection.
+        what: String,
+        waited: String,
+    },
+    #[error(
+        "the database at {url} does not answer: a SELECT 1 on a new connection: {cause}; check the server and the network to it"
+    )]
+    Unanswered {
+        /// The URL with its password masked.
+        url: String,
         cause: String,
     },
     #[error("unsupported database URL {url}: use postgres://, mysql:// or sqlite://")]
@@ -745,6 +782,11 @@ pub(crate) fn parse_applied(text: &str) -> Option<SystemTime> {
 pub trait Adapter: Send + Sync {
     fn engine(&self) -> Engine;
 
+    /// A `SELECT 1` on a connection of its own, outside the pool (a busy pool
+    /// says nothing of the server): whether the server answers at all. The
+    /// adapter [`connect`] hands out bounds it by `database.connect_timeout`.
+    async fn ping(&self) -> Result<(), DbError>;
+
     /// The server's version string, recorded in snapshots.
     async fn server_version(&self) -> Result<String, DbError>;
 
@@ -953,21 +995,57 @@ pub trait Session: Send {
     async fn commit(self: Box<Self>) -> Result<(), DbError>;
 }
 
-/// Connects to the database `url` names.
+/// Connects to the configured database, under its configured deadlines
+/// (`database.connect_timeout`, `database.statement_timeout`).
+pub async fn open(config: &crate::config::DatabaseConfig) -> Result<Box<dyn Adapter>, DbError> {
+    connect_with(&config.url, config.into()).await
+}
+
+/// Connects to the database `url` names, with the default [`Deadlines`].
 pub async fn connect(url: &DatabaseUrl) -> Result<Box<dyn Adapter>, DbError> {
+    connect_with(url, Deadlines::default()).await
+}
+
+/// Connects to the database `url` names within `deadlines.connect`; every call
+/// of the adapter it returns is then under `deadlines` (see [`Deadlines`]).
+pub async fn connect_with(
+    url: &DatabaseUrl,
+    deadlines: Deadlines,
+) -> Result<Box<dyn Adapter>, DbError> {
     let text = url.expose();
     let fail = |cause: sqlx::Error| DbError::Connect {
         url: url.masked(),
         cause: url.scrub(&cause.to_string()),
     };
-    match Engine::from_url(text) {
-        Some(Engine::Postgres) => Ok(Box::new(
-            postgres::Postgres::connect(text).await.map_err(fail)?,
-        )),
-        Some(Engine::Mysql) => Ok(Box::new(mysql::Mysql::connect(text).await.map_err(fail)?)),
-        Some(Engine::Sqlite) => Ok(Box::new(sqlite::Sqlite::connect(text).await.map_err(fail)?)),
-        None => Err(DbError::Scheme { url: url.masked() }),
-    }
+    let wait = deadlines.connect;
+    let connecting = async {
+        Ok::<Box<dyn Adapter>, DbError>(match Engine::from_url(text) {
+            Some(Engine::Postgres) => Box::new(
+                postgres::Postgres::connect(text, wait)
+                    .await
+                    .map_err(fail)?,
+            ),
+            Some(Engine::Mysql) => Box::new(mysql::Mysql::connect(text, wait).await.map_err(fail)?),
+            Some(Engine::Sqlite) => {
+                Box::new(sqlite::Sqlite::connect(text, wait).await.map_err(fail)?)
+            }
+            None => return Err(DbError::Scheme { url: url.masked() }),
+        })
+    };
+    let inner = match tokio::time::timeout(wait, connecting).await {
+        Ok(connected) => connected?,
+        Err(_) => {
+            return Err(DbError::ConnectTimeout {
+                url: url.masked(),
+                waited: deadline::text(wait),
+            });
+        }
+    };
+    Ok(Box::new(deadline::Watched::new(
+        inner,
+        deadlines,
+        url.masked(),
+    )))
 }
 
 #[cfg(test)]

@@ -7,8 +7,8 @@ use sqlx::{ConnectOptions, Connection, Row};
 use std::str::FromStr;
 
 use super::{
-    Adapter, CONNECT_TIMEOUT, ColumnInfo, DbError, EncodedStream, Engine, ForeignKey, LOCK_WAIT,
-    LockGuard, MigrationRecord, RowStream, Session, TableInfo, lock_key_hex,
+    Adapter, ColumnInfo, DbError, EncodedStream, Engine, ForeignKey, LOCK_WAIT, LockGuard,
+    MigrationRecord, RowStream, Session, TableInfo, lock_key_hex,
 };
 use crate::vault::encoding::{
     put_blob, put_float, put_int, put_null, put_other, put_row_len, put_text, put_uint,
@@ -18,10 +18,14 @@ use sqlx::mysql::MySqlRow;
 
 pub struct Mysql {
     pool: MySqlPool,
+    /// For [`Adapter::ping`]'s connection of its own.
+    options: MySqlConnectOptions,
 }
 
 impl Mysql {
-    pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
+    /// `acquire` bounds the wait for a pooled connection; the caller bounds the
+    /// whole connect.
+    pub async fn connect(url: &str, acquire: std::time::Duration) -> Result<Self, sqlx::Error> {
         // sqlx knows the mysql:// scheme only; MariaDB speaks the same protocol.
         let url = match url.strip_prefix("mariadb:") {
             Some(rest) => format!("mysql:{rest}"),
@@ -37,10 +41,10 @@ impl Mysql {
             .await?;
         let pool = MySqlPoolOptions::new()
             .max_connections(4)
-            .acquire_timeout(CONNECT_TIMEOUT)
-            .connect_with(options)
+            .acquire_timeout(acquire)
+            .connect_with(options.clone())
             .await?;
-        Ok(Self { pool })
+        Ok(Self { pool, options })
     }
 }
 
@@ -50,6 +54,16 @@ pool_reads!(Mysql, kind = MyKind, engine = Engine::Mysql);
 impl Adapter for Mysql {
     fn engine(&self) -> Engine {
         Engine::Mysql
+    }
+
+    async fn ping(&self) -> Result<(), DbError> {
+        let what = "connecting anew to check that the server answers";
+        let mut conn = sqlx::MySqlConnection::connect_with(&self.options)
+            .await
+            .map_err(DbError::query(what))?;
+        let answered = sqlx::query("SELECT 1").execute(&mut conn).await;
+        let _ = conn.close().await;
+        answered.map(|_| ()).map_err(DbError::query(what))
     }
 
     async fn server_version(&self) -> Result<String, DbError> {

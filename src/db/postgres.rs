@@ -7,18 +7,22 @@ use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row};
 use std::str::FromStr;
 
 use super::{
-    Adapter, CONNECT_TIMEOUT, ColumnInfo, DbError, Engine, ForeignKey, LOCK_WAIT, LockGuard,
-    MigrationRecord, RowStream, Session, TableInfo, lock_key,
+    Adapter, ColumnInfo, DbError, Engine, ForeignKey, LOCK_WAIT, LockGuard, MigrationRecord,
+    RowStream, Session, TableInfo, lock_key,
 };
 use crate::vault::{TextKind, Value};
 use sqlx::postgres::PgRow;
 
 pub struct Postgres {
     pool: PgPool,
+    /// For [`Adapter::ping`]'s connection of its own.
+    options: PgConnectOptions,
 }
 
 impl Postgres {
-    pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
+    /// `acquire` bounds the wait for a pooled connection; the caller bounds the
+    /// whole connect.
+    pub async fn connect(url: &str, acquire: std::time::Duration) -> Result<Self, sqlx::Error> {
         // Pinned session settings: the text of dates, times and intervals that the
         // vault keeps must not depend on the server's defaults.
         let options = PgConnectOptions::from_str(&understood(url))?
@@ -37,10 +41,10 @@ impl Postgres {
             .await?;
         let pool = PgPoolOptions::new()
             .max_connections(4)
-            .acquire_timeout(CONNECT_TIMEOUT)
-            .connect_with(options)
+            .acquire_timeout(acquire)
+            .connect_with(options.clone())
             .await?;
-        Ok(Self { pool })
+        Ok(Self { pool, options })
     }
 }
 
@@ -111,6 +115,16 @@ pool_reads!(Postgres, kind = PgKind, engine = Engine::Postgres);
 impl Adapter for Postgres {
     fn engine(&self) -> Engine {
         Engine::Postgres
+    }
+
+    async fn ping(&self) -> Result<(), DbError> {
+        let what = "connecting anew to check that the server answers";
+        let mut conn = sqlx::PgConnection::connect_with(&self.options)
+            .await
+            .map_err(DbError::query(what))?;
+        let answered = sqlx::query("SELECT 1").execute(&mut conn).await;
+        let _ = conn.close().await;
+        answered.map(|_| ()).map_err(DbError::query(what))
     }
 
     async fn server_version(&self) -> Result<String, DbError> {

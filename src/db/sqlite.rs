@@ -7,11 +7,11 @@ use std::str::FromStr;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
-use sqlx::{AssertSqlSafe, ConnectOptions, Row};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row};
 
 use super::{
-    Adapter, CONNECT_TIMEOUT, ColumnInfo, DbError, Engine, ForeignKey, LOCK_WAIT, LockGuard,
-    MigrationRecord, RowStream, Session, TableInfo, failed_stream, lock_key_hex, select_sql,
+    Adapter, ColumnInfo, DbError, Engine, ForeignKey, LOCK_WAIT, LockGuard, MigrationRecord,
+    RowStream, Session, TableInfo, failed_stream, lock_key_hex, select_sql,
 };
 use crate::vault::Value;
 use futures_util::StreamExt;
@@ -22,20 +22,28 @@ pub struct Sqlite {
     /// The database file: lock files live beside it, where every instance
     /// sharing the file can see them.
     path: std::path::PathBuf,
+    /// For [`Adapter::ping`]'s connection of its own.
+    options: SqliteConnectOptions,
 }
 
 impl Sqlite {
-    pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
+    /// `acquire` bounds the wait for the pooled connection; the caller bounds
+    /// the whole connect.
+    pub async fn connect(url: &str, acquire: std::time::Duration) -> Result<Self, sqlx::Error> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(false)
             .log_slow_statements(log::LevelFilter::Debug, super::SLOW_STATEMENT);
         let path = options.get_filename().to_path_buf();
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
-            .acquire_timeout(CONNECT_TIMEOUT)
-            .connect_with(options)
+            .acquire_timeout(acquire)
+            .connect_with(options.clone())
             .await?;
-        Ok(Self { pool, path })
+        Ok(Self {
+            pool,
+            path,
+            options,
+        })
     }
 }
 
@@ -45,6 +53,16 @@ pool_reads!(Sqlite);
 impl Adapter for Sqlite {
     fn engine(&self) -> Engine {
         Engine::Sqlite
+    }
+
+    async fn ping(&self) -> Result<(), DbError> {
+        let what = "opening the database file anew to check that it answers";
+        let mut conn = sqlx::SqliteConnection::connect_with(&self.options)
+            .await
+            .map_err(DbError::query(what))?;
+        let answered = sqlx::query("SELECT 1").execute(&mut conn).await;
+        let _ = conn.close().await;
+        answered.map(|_| ()).map_err(DbError::query(what))
     }
 
     async fn server_version(&self) -> Result<String, DbError> {

@@ -52,6 +52,29 @@ fn bearer(value: &[u8]) -> Option<&[u8]> {
     (!credentials.is_empty()).then_some(credentials)
 }
 
+/// Who may use the API on `listen`, as `check-config` says it: on a loopback
+/// address the reads are open to local callers (a sidecar's neighbours), and
+/// the mutating routes need `server.api_token` when one is set; elsewhere every
+/// `/api/v1` route, the reads included (incidents carry log samples), needs it.
+/// `/metrics`, `/healthz` and `/readyz` are open either way.
+pub fn access_policy(listen: std::net::SocketAddr, token: bool) -> String {
+    let open = "/metrics, /healthz and /readyz are open";
+    match (listen.ip().is_loopback(), token) {
+        (true, true) => format!(
+            "server.listen {listen} is a loopback address: GET /api/v1/... is open to local callers, POST needs Authorization: Bearer <server.api_token>; {open}"
+        ),
+        (true, false) => format!(
+            "server.listen {listen} is a loopback address without server.api_token: every /api/v1 route is open to local callers; {open}"
+        ),
+        (false, true) => format!(
+            "server.listen {listen} is not a loopback address: every /api/v1 route, GET included (incidents carry log samples), needs Authorization: Bearer <server.api_token>; {open}"
+        ),
+        (false, false) => format!(
+            "server.listen {listen} is not a loopback address and server.api_token is not set: every /api/v1 route is refused (403); {open}"
+        ),
+    }
+}
+
 /// The body of `POST /api/v1/incidents/ID/restore`: empty, or a JSON object
 /// with an optional `force` (overwrite rows changed since the snapshot).
 pub fn parse_restore(body: &[u8]) -> Result<bool, String> {

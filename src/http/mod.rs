@@ -146,12 +146,30 @@ impl<'a> Route<'a> {
         })
     }
 
-    /// The one method it answers, as `Allow` names it.
+    /// The one method it answers (a GET route answers HEAD too, as GET
+    /// without the body: load balancers check health with HEAD).
     fn method(self) -> &'static str {
         match self {
             Route::Deploys | Route::Dismiss(_) | Route::Restore(_) => "POST",
             _ => "GET",
         }
+    }
+
+    /// What `Allow` names.
+    fn allow(self) -> &'static str {
+        match self.method() {
+            "GET" => "GET, HEAD",
+            other => other,
+        }
+    }
+
+    /// A read of the API (`GET /api/v1/…`): incidents carry log samples, so off
+    /// loopback it needs the bearer token like the mutating routes.
+    fn reads_api(self) -> bool {
+        matches!(
+            self,
+            Route::Incidents | Route::Incident(_) | Route::Snapshots
+        )
     }
 }
 
@@ -165,16 +183,49 @@ where
         return error(StatusCode::NOT_FOUND, &format!("no route for {path}"));
     };
     let allowed = route.method();
-    if request.method().as_str() != allowed {
+    let head = request.method() == hyper::Method::HEAD && allowed == "GET";
+    if request.method().as_str() != allowed && !head {
         let mut response = error(
             StatusCode::METHOD_NOT_ALLOWED,
-            &format!("{path} accepts {allowed} only"),
+            &format!("{path} accepts {} only", route.allow()),
         );
         response
             .headers_mut()
-            .insert(ALLOW, HeaderValue::from_static(allowed));
+            .insert(ALLOW, HeaderValue::from_static(route.allow()));
         return response;
     }
+    if route.reads_api()
+        && !state.loopback
+        && let Some(refused) = refuse_unauthorized(state, request.headers(), "a read of the API")
+    {
+        return if head { without_body(refused) } else { refused };
+    }
+    let response = answer(state, route, request).await;
+    if head {
+        without_body(response)
+    } else {
+        response
+    }
+}
+
+/// The answer to a GET as HEAD gets it: the same status and headers, with
+/// the length of the body it leaves out.
+fn without_body(response: Response<Body>) -> Response<Body> {
+    use hyper::body::Body as _;
+    let length = response.body().size_hint().exact().unwrap_or(0);
+    let (mut parts, _) = response.into_parts();
+    parts
+        .headers
+        .insert(hyper::header::CONTENT_LENGTH, HeaderValue::from(length));
+    Response::from_parts(parts, Full::new(Bytes::new()))
+}
+
+/// The answer of a route whose method was checked.
+async fn answer<B>(state: &HttpState, route: Route<'_>, request: Request<B>) -> Response<Body>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
     match route {
         Route::Metrics => match state.metrics.render() {
             Ok(text) => respond(StatusCode::OK, telemetry::CONTENT_TYPE, text),
@@ -310,7 +361,7 @@ fn refuse_unauthorized(
         Access::NoTokenConfigured if state.loopback => None,
         Access::NoTokenConfigured => Some(error(
             StatusCode::FORBIDDEN,
-            "the API's mutating endpoints are off on a non-loopback address without a token: set server.api_token in the configuration",
+            "the API is off on a non-loopback address without a token (incidents carry log samples; its other endpoints change incidents): set server.api_token in the configuration",
         )),
         Access::Denied => {
             tracing::warn!(
@@ -674,7 +725,11 @@ mod tests {
 
     #[tokio::test]
     async fn incidents_are_listed_and_fetched_by_a_checked_id() {
-        let (state, _received) = fixture(8);
+        // On loopback: reads need no token there.
+        let state = HttpState {
+            loopback: true,
+            ..fixture(8).0
+        };
         let (status, _, json) = call(&state, Method::GET, "/api/v1/incidents", None, "").await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(json[0]["id"], ID);
@@ -719,15 +774,16 @@ mod tests {
     async fn each_route_answers_its_method_and_names_it_otherwise() {
         let (state, _received) = fixture(8);
         for (path, wrong, allowed) in [
-            ("/metrics", Method::POST, "GET"),
-            ("/healthz", Method::DELETE, "GET"),
-            ("/readyz", Method::PUT, "GET"),
+            ("/metrics", Method::POST, "GET, HEAD"),
+            ("/healthz", Method::DELETE, "GET, HEAD"),
+            ("/readyz", Method::PUT, "GET, HEAD"),
             ("/api/v1/deploys", Method::GET, "POST"),
-            ("/api/v1/incidents", Method::POST, "GET"),
+            ("/api/v1/deploys", Method::HEAD, "POST"),
+            ("/api/v1/incidents", Method::POST, "GET, HEAD"),
             (
                 "/api/v1/incidents/01JDQ2Z7X3M4N5P6Q7R8S9T0VW",
                 Method::DELETE,
-                "GET",
+                "GET, HEAD",
             ),
         ] {
             let (status, headers, json) = call(&state, wrong, path, Some(TOKEN), "").await;
@@ -742,5 +798,100 @@ mod tests {
                 .unwrap()
                 .contains("/api/v2/incidents")
         );
+    }
+
+    /// Issue 17, item 10: load balancers check health with HEAD.
+    #[tokio::test]
+    async fn head_answers_every_get_route_as_get_without_the_body() {
+        let state = HttpState {
+            loopback: true,
+            ..fixture(8).0
+        };
+        for path in [
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            "/api/v1/incidents",
+            &format!("/api/v1/incidents/{ID}"),
+        ] {
+            let get = route(
+                &state,
+                Request::get(path).body(Full::new(Bytes::new())).unwrap(),
+            )
+            .await;
+            let head = route(
+                &state,
+                Request::head(path).body(Full::new(Bytes::new())).unwrap(),
+            )
+            .await;
+            assert_eq!(head.status(), get.status(), "{path}");
+            assert_eq!(
+                head.headers()[CONTENT_TYPE],
+                get.headers()[CONTENT_TYPE],
+                "{path}"
+            );
+            let length = get.into_body().collect().await.unwrap().to_bytes().len();
+            assert!(length > 0, "{path}");
+            assert_eq!(
+                head.headers()[hyper::header::CONTENT_LENGTH],
+                length.to_string().as_str(),
+                "{path}: the length of the body left out"
+            );
+            let body = head.into_body().collect().await.unwrap().to_bytes();
+            assert!(body.is_empty(), "{path}: {body:?}");
+        }
+    }
+
+    /// Issue 17, item 10: incidents carry log samples; off loopback, reading
+    /// them needs the token as changing them does. Health and metrics stay open.
+    #[tokio::test]
+    async fn reads_of_the_api_need_the_token_off_loopback_but_health_and_metrics_do_not() {
+        let (state, _received) = fixture(8);
+        assert!(!state.loopback);
+        for path in [
+            "/api/v1/incidents".to_string(),
+            format!("/api/v1/incidents/{ID}"),
+            "/api/v1/snapshots".to_string(),
+        ] {
+            for token in [None, Some("wrong")] {
+                let (status, headers, json) = call(&state, Method::GET, &path, token, "").await;
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} {token:?}: {json}");
+                assert_eq!(headers[WWW_AUTHENTICATE], "Bearer");
+                assert!(!json.to_string().contains(ID), "{path}: {json}");
+            }
+            let (status, _, json) = call(&state, Method::GET, &path, Some(TOKEN), "").await;
+            assert_ne!(status, StatusCode::UNAUTHORIZED, "{path}: {json}");
+            assert_ne!(status, StatusCode::FORBIDDEN, "{path}: {json}");
+        }
+        let (status, _, json) =
+            call(&state, Method::GET, "/api/v1/incidents", Some(TOKEN), "").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(json[0]["id"], ID);
+        for path in ["/healthz", "/metrics", "/readyz"] {
+            let response = route(
+                &state,
+                Request::get(path).body(Full::new(Bytes::new())).unwrap(),
+            )
+            .await;
+            assert_ne!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
+        }
+        // Without a token configured, off loopback: refused, saying what to set.
+        let off = HttpState {
+            api_token: None,
+            ..fixture(8).0
+        };
+        let (status, _, json) = call(&off, Method::GET, "/api/v1/incidents", None, "").await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(
+            json["error"].as_str().unwrap().contains("server.api_token"),
+            "{json}"
+        );
+        // On loopback, as before: open.
+        let local = HttpState {
+            loopback: true,
+            ..fixture(8).0
+        };
+        let (status, _, _) = call(&local, Method::GET, "/api/v1/incidents", None, "").await;
+        assert_eq!(status, StatusCode::OK);
     }
 }

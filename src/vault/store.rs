@@ -149,6 +149,27 @@ pub enum ObjectStatus {
     },
 }
 
+/// How `dropguard snapshots verify` and a refused restore word an object's state.
+impl std::fmt::Display for ObjectStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ObjectStatus::Ok => f.write_str("ok"),
+            ObjectStatus::Mismatch { expected, found } => {
+                write!(f, "checksum mismatch: expected {expected}, found {found}")
+            }
+            ObjectStatus::FileChanged { expected, found } => {
+                write!(
+                    f,
+                    "data file changed: expected sha256 {expected}, found {found}"
+                )
+            }
+            ObjectStatus::FileMissing => f.write_str("data file missing"),
+            ObjectStatus::Corrupt { row, detail } => write!(f, "corrupt at row {row}: {detail}"),
+            ObjectStatus::Unreadable { detail } => write!(f, "unreadable: {detail}"),
+        }
+    }
+}
+
 impl Vault {
     /// Opens (creating it as 0700 if missing) the vault at `dir`, and removes
     /// staging directories left by crashed writers.
@@ -181,6 +202,26 @@ impl Vault {
 
     pub fn path(&self) -> &Path {
         &self.dir
+    }
+
+    /// Whether a snapshot could be written now: a small file is written,
+    /// fsynced and removed in `.tmp/`, where a snapshot's files start. The
+    /// error is the filesystem's: full, read-only, not permitted.
+    pub fn check_writable(&self) -> Result<(), VaultError> {
+        use std::io::Write;
+        /// A page: what the smallest data file takes on most filesystems.
+        const PROBE_BYTES: usize = 4096;
+        let tmp = self.dir.join(TMP_DIR);
+        fsutil::ensure_private_dir(&tmp)?;
+        let path = tmp.join(format!(".writable-{}", std::process::id()));
+        let mut file = fsutil::create_private_file(&path)?;
+        let written = file
+            .write_all(&[0; PROBE_BYTES])
+            .and_then(|()| file.sync_all());
+        drop(file);
+        // Gone already when a garbage collection ran meanwhile: fine either way.
+        let _ = fs::remove_file(&path);
+        written.map_err(|e| VaultError::io("write a test file in", tmp, e))
     }
 
     fn lock_file(&self) -> Result<File, VaultError> {

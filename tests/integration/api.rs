@@ -207,7 +207,7 @@ fn incidents_of_a_fresh_daemon_are_none_and_ids_are_checked() {
 
     let reply = daemon.request("POST", "/api/v1/incidents", &[], b"");
     assert_eq!(reply.status, 405, "{}", reply.body);
-    assert_eq!(reply.headers["allow"], "GET");
+    assert_eq!(reply.headers["allow"], "GET, HEAD");
 
     let reply = daemon.request("GET", "/api/v1/nothing", &[], b"");
     assert_eq!(reply.status, 404, "{}", reply.body);
@@ -559,4 +559,105 @@ fn announcements_are_bounded_and_thousands_of_names_keep_watched_json_small() {
         "announcements a moment apart are one deploy"
     );
     assert_eq!(deploys[0]["migrations"].as_array().unwrap().len(), 1000);
+}
+
+/// Issue 17, item 10: load balancers check health with HEAD; every GET route
+/// answers it as GET, without the body.
+#[test]
+fn head_on_health_and_every_get_route_answers_as_get_without_a_body() {
+    let ws = Workspace::new();
+    let daemon = start(&ws, "");
+    for path in ["/healthz", "/readyz", "/metrics", "/api/v1/incidents"] {
+        let get = daemon.request("GET", path, &[], b"");
+        let head = daemon.request("HEAD", path, &[], b"");
+        assert_eq!(head.status, get.status, "{path}: {}", head.body);
+        assert_eq!(head.status, 200, "{path}");
+        assert!(head.body.is_empty(), "{path}: {}", head.body);
+        assert_eq!(
+            head.headers
+                .get("content-length")
+                .map(|v| v.to_str().unwrap().to_string()),
+            Some(get.body.len().to_string()),
+            "{path}"
+        );
+    }
+    let wrong = daemon.request("DELETE", "/healthz", &[], b"");
+    assert_eq!(wrong.status, 405);
+    assert_eq!(
+        wrong.headers.get("allow").map(|v| v.as_bytes()),
+        Some(&b"GET, HEAD"[..])
+    );
+}
+
+/// Issue 17, item 10: off loopback the GET API (incidents carry log samples)
+/// needs the bearer token too; `/metrics`, `/healthz`, `/readyz` stay open, the
+/// CLI sends the token, and `check-config` says which rule applies.
+#[test]
+fn off_loopback_reading_incidents_needs_the_token_and_check_config_says_so() {
+    let ws = Workspace::new();
+    journal(&ws, &incident());
+    let port = crate::harness::free_port();
+    let config = ws.sqlite_config(&format!(
+        "[server]\nlisten = \"0.0.0.0:{port}\"\napi_token = \"{TOKEN}\"\ngrace_period = \"3s\"\n"
+    ));
+    let daemon = Daemon::start(&config);
+    daemon.wait_ready();
+    let bearer = format!("Bearer {TOKEN}");
+    for path in [
+        "/api/v1/incidents".to_string(),
+        format!("/api/v1/incidents/{ID}"),
+        "/api/v1/snapshots".to_string(),
+    ] {
+        for authorization in [None, Some("Bearer wrong-token")] {
+            let mut headers = Vec::new();
+            if let Some(value) = authorization {
+                headers.push(("Authorization", value));
+            }
+            let reply = daemon.request("GET", &path, &headers, b"");
+            assert_eq!(
+                reply.status, 401,
+                "{path} {authorization:?}: {}",
+                reply.body
+            );
+            assert!(
+                !reply.body.contains("legacy_code"),
+                "{path}: {}",
+                reply.body
+            );
+            assert!(!reply.body.contains(TOKEN), "{path}: {}", reply.body);
+        }
+        let reply = daemon.request("GET", &path, &[("Authorization", &bearer)], b"");
+        assert_eq!(reply.status, 200, "{path}: {}", reply.body);
+    }
+    for path in ["/metrics", "/healthz", "/readyz"] {
+        assert_eq!(daemon.get(path).0, 200, "{path}");
+    }
+    // The CLI reads through the API with the token.
+    let listed = ws.run(&["incidents", "list", "--json"]);
+    assert_eq!(listed.status.code(), Some(0), "{}", stderr(&listed));
+    assert!(!stderr(&listed).contains("journal"), "{}", stderr(&listed));
+    assert_eq!(
+        serde_json::from_str::<Value>(&stdout(&listed)).unwrap()[0]["id"],
+        ID
+    );
+    let checked = ws.run(&["check-config"]);
+    assert_eq!(checked.status.code(), Some(0), "{}", stderr(&checked));
+    let shown = stdout(&checked);
+    assert!(
+        shown.contains(&format!(
+            "server.listen 0.0.0.0:{port} is not a loopback address"
+        )) && shown.contains("GET included"),
+        "{shown}"
+    );
+    assert!(!shown.contains(TOKEN), "{shown}");
+
+    // On loopback, as before: reads are open to local callers, and check-config says so.
+    let ws = Workspace::new();
+    let daemon = start(&ws, &format!("api_token = \"{TOKEN}\"\n"));
+    assert_eq!(daemon.get("/api/v1/incidents").0, 200);
+    let shown = stdout(&ws.run(&["check-config"]));
+    assert!(
+        shown.contains("is a loopback address: GET /api/v1/... is open to local callers"),
+        "{shown}"
+    );
 }

@@ -137,7 +137,15 @@ fn a_full_vault_disk_fails_the_snapshot_cleanly_and_the_drop_is_reported_unprote
     // The daemon: counted, the migration reported unprotected, and once it is
     // applied anyway, an incident says its data was not preserved.
     let daemon = Daemon::start(&config);
-    daemon.wait_ready();
+    // Not ready, naming the full disk, before any snapshot fails (issue 17, item 10).
+    wait_until(
+        "/readyz naming the full vault",
+        Duration::from_secs(20),
+        || {
+            let (status, body) = daemon.get("/readyz");
+            status == 503 && body.contains("No space left on device")
+        },
+    );
     wait_until("the failed snapshot", Duration::from_secs(30), || {
         metric(&daemon, r#"dropguard_snapshots_total{outcome="failed"}"#) >= 1.0
     });
@@ -160,11 +168,18 @@ fn a_full_vault_disk_fails_the_snapshot_cleanly_and_the_drop_is_reported_unprote
 /// connections closed, new ones accepted and closed at once) and restored,
 /// without touching the server other tests use. Counts the connections it
 /// turned away, and when.
+///
+/// It can also freeze: live connections stop forwarding anything and new ones
+/// are accepted and never answered, a server that hangs while holding its
+/// connections open (issue 17, item 9).
 struct Proxy {
     port: u16,
     open: std::sync::Arc<std::sync::atomic::AtomicBool>,
     cuts: tokio::sync::watch::Sender<u64>,
     refused: std::sync::Arc<std::sync::Mutex<Vec<Instant>>>,
+    frozen: tokio::sync::watch::Sender<bool>,
+    /// Connections held open, unanswered, while frozen.
+    held: std::sync::Arc<std::sync::Mutex<Vec<tokio::net::TcpStream>>>,
     _runtime: tokio::runtime::Runtime,
 }
 
@@ -183,26 +198,39 @@ impl Proxy {
         let port = listener.local_addr().unwrap().port();
         let open = Arc::new(AtomicBool::new(open));
         let (cuts, _) = tokio::sync::watch::channel(0u64);
+        let (frozen, _) = tokio::sync::watch::channel(false);
         let refused = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let held = Arc::new(std::sync::Mutex::new(Vec::new()));
         let (is_open, cut, turned_away) = (open.clone(), cuts.clone(), refused.clone());
+        let (freeze, holding) = (frozen.clone(), held.clone());
         runtime.spawn(async move {
             loop {
                 let Ok((mut client, _)) = listener.accept().await else {
                     continue;
                 };
+                if *freeze.borrow() {
+                    holding.lock().unwrap().push(client);
+                    continue;
+                }
                 if !is_open.load(Ordering::SeqCst) {
                     turned_away.lock().unwrap().push(Instant::now());
                     drop(client);
                     continue;
                 }
                 let mut cut = cut.subscribe();
+                let mut freeze = freeze.subscribe();
+                let holding = holding.clone();
                 tokio::spawn(async move {
                     let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
                         return;
                     };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = cut.changed() => {}
+                    let frozen = tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => false,
+                        _ = cut.changed() => false,
+                        _ = freeze.wait_for(|frozen| *frozen) => true,
+                    };
+                    if frozen {
+                        holding.lock().unwrap().extend([client, server]);
                     }
                 });
             }
@@ -212,8 +240,22 @@ impl Proxy {
             open,
             cuts,
             refused,
+            frozen,
+            held,
             _runtime: runtime,
         }
+    }
+
+    /// Stops forwarding: every connection, live or new, is held open and
+    /// never answered.
+    fn freeze(&self) {
+        self.frozen.send_replace(true);
+    }
+
+    /// Forwards again; the connections held meanwhile are closed.
+    fn thaw(&self) {
+        self.frozen.send_replace(false);
+        self.held.lock().unwrap().clear();
     }
 
     /// Closes every forwarded connection and turns new ones away.
@@ -576,6 +618,390 @@ fn a_read_only_vault_fails_the_snapshot_cleanly_and_the_drop_is_reported_unprote
         Duration::from_secs(45),
         || daemon.get("/readyz").0 == 200,
     );
+    let stopped = daemon.terminate(Duration::from_secs(10));
+    assert!(stopped.status.success());
+}
+
+/// A database server that accepts connections and never answers: a plain TCP
+/// listener holding every connection open. Stops holding them on drop.
+struct Silent {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Silent {
+    fn start() -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            while !stopping.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((stream, _)) => held.push(stream),
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Self { port, stop }
+    }
+}
+
+impl Drop for Silent {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Runs `dropguard ARGS` with this workspace's config, killing it after
+/// `limit`: `None` when it had not ended by then.
+fn run_within(ws: &Workspace, args: &[&str], limit: Duration) -> Option<std::process::Output> {
+    let mut child = Command::new(crate::harness::BIN)
+        .args(args)
+        .arg("--config")
+        .arg(ws.config_path())
+        .env_remove("DROPGUARD_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(child.wait_with_output().unwrap())
+}
+
+/// Issue 17, item 9: `scan`, `preserve`, `restore` and `gate` against a server
+/// that accepts connections and never answers (PostgreSQL and MySQL URLs) end
+/// within `database.connect_timeout`, exit 1, and say what they waited for.
+#[test]
+fn scan_preserve_restore_and_gate_give_up_on_a_database_that_never_answers_and_say_what_they_waited_for()
+ {
+    let silent = Silent::start();
+    let ws = Workspace::new();
+    std::fs::create_dir(ws.path().join("sql")).unwrap();
+    std::fs::write(
+        ws.path().join("sql/0001_drop_gifts.sql"),
+        "DROP TABLE gift;",
+    )
+    .unwrap();
+    for scheme in ["postgres", "mysql"] {
+        let url = format!("{scheme}://app:hunter2@127.0.0.1:{}/shop", silent.port);
+        ws.write_config(&format!(
+            "environment = \"test\"\n[database]\nurl = \"{url}\"\nconnect_timeout = \"1s\"\nstatement_timeout = \"1s\"\n[sql]\ndir = \"sql\"\n[state]\ndir = \"state\"\n"
+        ));
+        let masked = format!("{scheme}://app:********@127.0.0.1:{}/shop", silent.port);
+        for args in [
+            &["scan"][..],
+            &["preserve"],
+            &["restore", "--snapshot", "01JDQ2Z7X3M4N5P6Q7R8S9T0VW"],
+            &["gate", "--window", "1s"],
+        ] {
+            let started = Instant::now();
+            let output = run_within(&ws, args, Duration::from_secs(20))
+                .unwrap_or_else(|| panic!("{scheme} {args:?} did not end within 20 s"));
+            let took = started.elapsed();
+            let err = stderr(&output);
+            assert_eq!(output.status.code(), Some(1), "{scheme} {args:?}: {err}");
+            assert!(
+                took < Duration::from_secs(6),
+                "{scheme} {args:?} took {took:?} with a 1 s connect deadline"
+            );
+            assert!(
+                err.contains(&format!(
+                    "cannot connect to {masked}: no answer within 1s (database.connect_timeout)"
+                )),
+                "{scheme} {args:?}: {err}"
+            );
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+    }
+}
+
+/// Issue 17, item 9: the daemon facing a database that accepts connections
+/// and never answers is not stuck at "starting": `/readyz` names the database,
+/// the wait and the setting, and a log line says so.
+#[test]
+fn the_daemon_names_a_database_that_never_answers_on_readyz_and_in_its_log() {
+    let silent = Silent::start();
+    let ws = Workspace::new();
+    std::fs::create_dir(ws.path().join("sql")).unwrap();
+    let config = ws.write_config(&format!(
+        r#"
+environment = "test"
+[database]
+url = "postgres://app@127.0.0.1:{port}/shop"
+connect_timeout = "1s"
+[sql]
+dir = "sql"
+[state]
+dir = "state"
+[server]
+listen = "127.0.0.1:0"
+grace_period = "3s"
+"#,
+        port = silent.port
+    ));
+    let daemon = Daemon::start(&config);
+    let reason = format!(
+        "cannot connect to postgres://app@127.0.0.1:{}/shop: no answer within 1s (database.connect_timeout)",
+        silent.port
+    );
+    wait_until(
+        "/readyz naming the database",
+        Duration::from_secs(10),
+        || {
+            let (status, body) = daemon.get("/readyz");
+            status == 503 && body.contains(&reason)
+        },
+    );
+    let (_, body) = daemon.get("/readyz");
+    let report: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        report["components"]["database"]["state"], "not_ready",
+        "{report:#}"
+    );
+    assert_eq!(
+        report["components"]["deploys"]["state"], "not_ready",
+        "not silently starting: {report:#}"
+    );
+    let stopped = daemon.terminate(Duration::from_secs(10));
+    assert!(stopped.status.success());
+    assert!(
+        stopped
+            .logs
+            .iter()
+            .any(|line| line.contains("cannot connect to the database") && line.contains(&reason)),
+        "{:#?}",
+        stopped.logs
+    );
+}
+
+/// Issue 17, item 9: a database that answered, then stops answering mid-session
+/// (its connections held open), fails the call waiting on it within
+/// `statement_timeout + connect_timeout`, naming the database and what waited;
+/// a statement that takes longer than `statement_timeout` on a server that
+/// answers is waited for (a big preserve or restore is not cut short).
+#[test]
+fn a_call_to_a_database_that_stops_answering_fails_in_time_and_a_slow_one_that_answers_is_waited_for()
+ {
+    use dropguard::config::DatabaseUrl;
+    use dropguard::db::{self, Deadlines};
+    use futures_util::StreamExt;
+    let test_db = TestDb::create(EngineKind::Postgres, "frozen");
+    crate::harness::block_on(crate::db::execute(
+        &test_db,
+        &[
+            "CREATE TABLE gift (id INTEGER PRIMARY KEY, note TEXT)".to_string(),
+            "INSERT INTO gift SELECT g, 'note' FROM generate_series(1, 100) g".to_string(),
+        ],
+    ));
+    let proxy = Proxy::start("127.0.0.1:5432", true);
+    let name = test_db.url.rsplit_once('/').unwrap().1.to_string();
+    let url = DatabaseUrl::new(format!(
+        "postgres://postgres@127.0.0.1:{}/{name}",
+        proxy.port
+    ));
+    let deadlines = Deadlines {
+        connect: Duration::from_secs(1),
+        statement: Duration::from_secs(1),
+    };
+    crate::harness::block_on(async {
+        let adapter = db::connect_with(&url, deadlines).await.unwrap();
+        // Slower than the statement deadline, on a server that answers: waited for.
+        let started = Instant::now();
+        let slept = adapter
+            .count("SELECT COUNT(*) FROM pg_sleep(1.6)", "sleeping on purpose")
+            .await;
+        assert_eq!(slept.unwrap(), 1, "a slow statement was cut short");
+        assert!(started.elapsed() >= Duration::from_millis(1600));
+
+        let table = adapter.introspect("gift").await.unwrap().unwrap();
+        assert_eq!(adapter.count_rows("gift").await.unwrap(), 100);
+        let mut rows = adapter.stream_rows(&table, &[]);
+        assert!(rows.next().await.unwrap().is_ok());
+        drop(rows);
+
+        // Frozen while a statement is in flight: its answer never comes.
+        let database = format!("the database at {}", url.masked());
+        let started = Instant::now();
+        let (answer, ()) = tokio::join!(
+            adapter.count("SELECT COUNT(*) FROM pg_sleep(1.5)", "a slow count"),
+            async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                proxy.freeze();
+            }
+        );
+        let err = answer
+            .expect_err("an answer through a frozen path?")
+            .to_string();
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(5), "gave up after {took:?}");
+        assert!(
+            err.starts_with(&format!(
+                "{database} stopped answering: a slow count got no answer for"
+            )) && err.contains("(database.statement_timeout), and a SELECT 1 on a new connection: no answer within 1s (database.connect_timeout)"),
+            "{err}"
+        );
+
+        let started = Instant::now();
+        let err = adapter
+            .count("SELECT COUNT(*) FROM gift", "counting the gifts")
+            .await
+            .expect_err("an answer through a frozen path?")
+            .to_string();
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(5),
+            "gave up after {took:?} with 1 s deadlines"
+        );
+        // The pool's idle connection is checked before use, so the wait can
+        // end there (no connection) or in the statement (no answer).
+        assert!(
+            err.starts_with(&format!("{database} stopped answering: counting the gifts got no answer for"))
+                && err.contains("(database.statement_timeout)")
+                && err.contains("no answer within 1s (database.connect_timeout)")
+                || err.starts_with(&format!("{database} gave counting the gifts no connection within 1s (database.connect_timeout)")),
+            "{err}"
+        );
+        // A stream waiting for its next row, and a transaction, give up the same way.
+        let started = Instant::now();
+        let streamed = adapter.stream_rows(&table, &[]).next().await.unwrap();
+        assert!(streamed.is_err(), "a row through a frozen path?");
+        let begun = adapter.begin().await;
+        assert!(begun.is_err(), "a transaction through a frozen path?");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        proxy.thaw();
+        adapter.close().await;
+    });
+}
+
+/// Issue 17, items 9 and 10: the daemon checks the database every
+/// `server.readiness_interval`; one that stops answering while the daemon
+/// runs turns `/readyz` 503 naming it, logged once, and ready again once it
+/// answers.
+#[test]
+fn readyz_turns_not_ready_when_the_database_stops_answering_while_running_and_ready_when_it_returns()
+ {
+    let ws = Workspace::new();
+    let db = TestDb::create(EngineKind::Postgres, "dbhang");
+    crate::harness::block_on(crate::db::execute(&db, &["SELECT 1".to_string()]));
+    let proxy = Proxy::start("127.0.0.1:5432", true);
+    let name = db.url.rsplit_once('/').unwrap().1.to_string();
+    std::fs::create_dir(ws.path().join("sql")).unwrap();
+    let config = ws.write_config(&format!(
+        r#"
+environment = "test"
+[database]
+url = "postgres://postgres@127.0.0.1:{port}/{name}"
+connect_timeout = "1s"
+statement_timeout = "1s"
+[sql]
+dir = "sql"
+[state]
+dir = "state"
+[server]
+listen = "127.0.0.1:0"
+grace_period = "3s"
+readiness_interval = "200ms"
+"#,
+        port = proxy.port
+    ));
+    let daemon = Daemon::start(&config);
+    daemon.wait_ready();
+    proxy.freeze();
+    let frozen = Instant::now();
+    wait_until(
+        "/readyz naming the lost database",
+        Duration::from_secs(10),
+        || {
+            let (status, body) = daemon.get("/readyz");
+            status == 503
+                && body.contains(&format!(
+                    "the database at postgres://postgres@127.0.0.1:{}/{name} does not answer",
+                    proxy.port
+                ))
+                && body.contains("no answer within 1s (database.connect_timeout)")
+        },
+    );
+    let noticed = frozen.elapsed();
+    assert_eq!(daemon.get("/healthz").0, 200);
+    proxy.thaw();
+    let thawed = Instant::now();
+    daemon.wait_ready();
+    let back = thawed.elapsed();
+    let stopped = daemon.terminate(Duration::from_secs(10));
+    assert!(stopped.status.success());
+    let lost = stopped
+        .logs
+        .iter()
+        .filter(|line| line.contains("the database stopped answering"))
+        .count();
+    assert_eq!(lost, 1, "logged once: {:#?}", stopped.logs);
+    assert!(
+        stopped
+            .logs
+            .iter()
+            .any(|line| line.contains("the database answers again")),
+        "{:#?}",
+        stopped.logs
+    );
+    eprintln!("lost database noticed after {noticed:?}, ready {back:?} after it answered again");
+}
+
+/// Issue 17, item 10: a vault whose disk is full turns `/readyz` 503, naming
+/// the vault and the filesystem's reason, before any migration needs it; ready
+/// again once the disk has room.
+#[test]
+fn readyz_turns_not_ready_when_the_vault_disk_is_full_and_ready_once_it_has_room() {
+    let ws = Workspace::new();
+    std::fs::create_dir(ws.path().join("sql")).unwrap();
+    let config = ws.write_config(
+        r#"
+environment = "test"
+[database]
+url = "sqlite://app.db"
+[sql]
+dir = "sql"
+[state]
+dir = "state"
+[server]
+listen = "127.0.0.1:0"
+grace_period = "3s"
+readiness_interval = "200ms"
+"#,
+    );
+    crate::django_support::sqlite_exec(&ws.path().join("app.db"), "SELECT 1");
+    let disk = Tmpfs::full(&ws.path().join("state/vault"));
+    let daemon = Daemon::start(&config);
+    wait_until(
+        "/readyz naming the full vault",
+        Duration::from_secs(10),
+        || {
+            let (status, body) = daemon.get("/readyz");
+            status == 503
+                && body.contains("the vault cannot be written")
+                && body.contains("No space left on device")
+        },
+    );
+    let (_, body) = daemon.get("/readyz");
+    let report: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        report["components"]["vault"]["state"], "not_ready",
+        "{report:#}"
+    );
+    assert_eq!(daemon.get("/healthz").0, 200);
+    std::fs::remove_file(disk.at.join("filler")).unwrap();
+    daemon.wait_ready();
     let stopped = daemon.terminate(Duration::from_secs(10));
     assert!(stopped.status.success());
 }

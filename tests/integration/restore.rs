@@ -225,3 +225,131 @@ fn dry_run_writes_nothing_and_conflicts_are_left_alone_unless_forced() {
         before["catalog_product:weight_grams"]
     );
 }
+
+/// Issue 17, item 8: a snapshot whose second object's data file is damaged (a
+/// flipped byte, cut short, deleted, or swapped with the first object's) is
+/// refused before anything is written: the first object is not committed and
+/// then the second found damaged. The error names the damaged object and the
+/// next step; the tables stay as the rollback left them.
+#[tokio::test]
+async fn a_damaged_snapshot_is_refused_before_any_object_is_written_on_sqlite_and_postgres() {
+    use crate::harness::{EngineKind, exec};
+    const ROWS: usize = 200;
+    for kind in [EngineKind::Sqlite, EngineKind::Postgres] {
+        let db = TestDb::create(kind, "damaged");
+        let values = |word: &str| {
+            (1..=ROWS)
+                .map(|i| format!("({i}, '{word} {i}')"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        crate::db::execute(
+            &db,
+            &[
+                "CREATE TABLE gift_first (id INTEGER PRIMARY KEY, note VARCHAR(40))".to_string(),
+                "CREATE TABLE gift_second (id INTEGER PRIMARY KEY, note VARCHAR(40))".to_string(),
+                format!("INSERT INTO gift_first VALUES {}", values("first")),
+                format!("INSERT INTO gift_second VALUES {}", values("second")),
+            ],
+        )
+        .await;
+        let ws = Workspace::new();
+        std::fs::create_dir(ws.path().join("sql")).unwrap();
+        std::fs::write(
+            ws.path().join("sql/0001_drop_gifts.up.sql"),
+            "DROP TABLE gift_first;\nDROP TABLE gift_second;\n",
+        )
+        .unwrap();
+        ws.write_config(&format!(
+            "environment = \"test\"\n[database]\nurl = \"{}\"\n[sql]\ndir = \"sql\"\n[state]\ndir = \"state\"\n",
+            db.url
+        ));
+        let taken = json_of(&ws, &["preserve", "--json"]);
+        let id = taken[0]["id"].as_str().unwrap().to_string();
+        let manifest = json_of(&ws, &["snapshots", "show", &id, "--json"]);
+        let objects = manifest["objects"].as_array().unwrap();
+        assert_eq!(objects.len(), 2, "{kind:?}: {manifest:#}");
+        let snapshot_dir = ws.path().join("state/vault").join(&id);
+        let file_of = |table: &str| {
+            let object = objects.iter().find(|o| o["table"] == table).unwrap();
+            snapshot_dir.join(object["file"].as_str().unwrap())
+        };
+        let (first, second) = (file_of("gift_first"), file_of("gift_second"));
+        let pristine = (
+            std::fs::read(&first).unwrap(),
+            std::fs::read(&second).unwrap(),
+        );
+
+        // The migration ran and was rolled back: both tables are back, empty.
+        exec(kind, &db.url, "DELETE FROM gift_first").await;
+        exec(kind, &db.url, "DELETE FROM gift_second").await;
+        let count = |table: &'static str| {
+            let url = db.url.clone();
+            async move {
+                exec(
+                    kind,
+                    &url,
+                    &format!("SELECT CAST(COUNT(*) AS TEXT) FROM {table}"),
+                )
+                .await[0][0]
+                    .clone()
+            }
+        };
+
+        let damages: [(&str, &dyn Fn()); 4] = [
+            ("a flipped byte", &|| {
+                let mut bytes = pristine.1.clone();
+                let middle = bytes.len() / 2;
+                bytes[middle] ^= 0x20;
+                std::fs::write(&second, bytes).unwrap();
+            }),
+            ("a truncated file", &|| {
+                std::fs::write(&second, &pristine.1[..pristine.1.len() / 2]).unwrap();
+            }),
+            ("a deleted file", &|| std::fs::remove_file(&second).unwrap()),
+            ("swapped files", &|| {
+                std::fs::write(&first, &pristine.1).unwrap();
+                std::fs::write(&second, &pristine.0).unwrap();
+            }),
+        ];
+        for (damage, apply) in damages {
+            apply();
+            let verified = ws.run(&["snapshots", "verify", &id]);
+            assert!(
+                stdout(&verified).contains("DAMAGED"),
+                "{kind:?} {damage}: {}",
+                stdout(&verified)
+            );
+            let refused = ws.run(&["restore", "--snapshot", &id]);
+            let err = stderr(&refused);
+            assert_eq!(refused.status.code(), Some(1), "{kind:?} {damage}: {err}");
+            assert!(
+                err.contains("table gift_second") && err.contains("nothing was written"),
+                "{kind:?} {damage}: the damaged object is named: {err}"
+            );
+            assert!(
+                err.contains(&format!("dropguard snapshots verify {id}")),
+                "{kind:?} {damage}: the next step is named: {err}"
+            );
+            assert_eq!(
+                (count("gift_first").await, count("gift_second").await),
+                ("0".to_string(), "0".to_string()),
+                "{kind:?} {damage}: a row was written from a damaged snapshot"
+            );
+            std::fs::write(&first, &pristine.0).unwrap();
+            std::fs::write(&second, &pristine.1).unwrap();
+        }
+
+        // The same snapshot, intact again, restores both objects.
+        let restored = json_of(&ws, &["restore", "--snapshot", &id, "--json"]);
+        assert_eq!(
+            restored["objects"][0]["written"], ROWS,
+            "{kind:?}: {restored}"
+        );
+        assert_eq!(
+            restored["objects"][1]["written"], ROWS,
+            "{kind:?}: {restored}"
+        );
+        assert_eq!(count("gift_second").await, ROWS.to_string(), "{kind:?}");
+    }
+}
