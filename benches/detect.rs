@@ -28,6 +28,7 @@ fn event(text: &str) -> Event {
         source: Arc::from("file:/var/log/app/web.log"),
         observed_at: SystemTime::now(),
         logged_at: None,
+        written_by: None,
         payload: Payload::Log(Record {
             message: text.into(),
             level: None,

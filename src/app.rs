@@ -524,6 +524,7 @@ async fn announcements(
                     source: event.source.clone(),
                     observed_at: event.observed_at,
                     logged_at: announcement.at,
+                    written_by: None,
                     payload: Payload::Deploy(Deploy {
                         migrations: announcement.migrations,
                         origin: DeployOrigin::Kafka,

@@ -23,6 +23,13 @@ pub struct Event {
     /// The time the record itself carries, when it has one that could be read.
     #[serde(with = "rfc3339_opt", skip_serializing_if = "Option::is_none")]
     pub logged_at: Option<SystemTime>,
+    /// A time by which the record was already written, known from outside it:
+    /// for bytes a log file already held when dropguard opened it, the file's
+    /// modification time then. An event on disk before a deploy is not that
+    /// deploy's doing, however late it is read (a file read again from its
+    /// start, a backlog).
+    #[serde(with = "rfc3339_opt", skip_serializing_if = "Option::is_none")]
+    pub written_by: Option<SystemTime>,
     pub payload: Payload,
 }
 
@@ -217,6 +224,7 @@ mod tests {
             source: "file:/var/log/app.log".into(),
             observed_at: SystemTime::UNIX_EPOCH,
             logged_at: None,
+            written_by: None,
             payload: Payload::Log(Record {
                 message: "boom".into(),
                 level: Some("ERROR".into()),

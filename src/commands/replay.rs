@@ -200,6 +200,7 @@ fn detect(
                     source: std::sync::Arc::from(format!("file:{}", m.file.display())),
                     observed_at: at,
                     logged_at: Some(at),
+                    written_by: None,
                     payload: Payload::Log(m.record.clone()),
                 };
                 detector.observe(&event, at)

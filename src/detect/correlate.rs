@@ -81,6 +81,7 @@ struct Recent {
     text: String,
     missing: Vec<Missing>,
     proof: Proof,
+    written_by: Option<SystemTime>,
 }
 
 /// One deploy's watch window.
@@ -247,7 +248,7 @@ impl Detector {
         let late: Vec<(SystemTime, String, String, Vec<Missing>, Proof)> = self
             .recent
             .iter()
-            .filter(|r| r.at >= start)
+            .filter(|r| r.at >= start && r.written_by.is_none_or(|w| w >= start))
             .map(|r| {
                 let (source, text) = (r.source.clone(), r.text.clone());
                 (r.at, source, text, r.missing.clone(), r.proof)
@@ -265,7 +266,7 @@ impl Detector {
         self.expire(at);
         self.since.get_or_insert(at);
         match &event.payload {
-            Payload::Log(record) => self.log(record, &event.source, at),
+            Payload::Log(record) => self.log(record, &event.source, at, event.written_by),
             Payload::Rate { series, per_second } => self.rate(series, *per_second, at),
             Payload::Deploy(_) => Outcome::default(),
         }
@@ -312,7 +313,15 @@ impl Detector {
         std::mem::take(&mut self.watched_changed)
     }
 
-    fn log(&mut self, record: &Record, source: &str, at: SystemTime) -> Outcome {
+    /// `written_by`: when the record is known to have been on disk already; a
+    /// record written before a deploy is never tied to it, however late read.
+    fn log(
+        &mut self,
+        record: &Record,
+        source: &str,
+        at: SystemTime,
+        written_by: Option<SystemTime>,
+    ) -> Outcome {
         // Only errors count, and only their own text names objects: a client's
         // text in a URL or a warning names nothing (see `errors`).
         let Some(error) = errors::error_text(record) else {
@@ -324,7 +333,7 @@ impl Detector {
         self.count_error(at);
         let mut outcome = Outcome::default();
         for watch in &mut self.watches {
-            if at < watch.start {
+            if at < watch.start || written_by.is_some_and(|w| w < watch.start) {
                 continue;
             }
             watch.push_error(at, self.settings.window);
@@ -340,6 +349,7 @@ impl Detector {
                 text: mask::sample(text, SAMPLE_CHARS),
                 missing,
                 proof,
+                written_by,
             });
             while self.recent.len() > RECENT_CAP
                 || self.recent.front().is_some_and(|r| r.at + LATE_DEPLOY < at)
@@ -947,6 +957,7 @@ mod tests {
             source: Arc::from("file:/var/log/app/web.log"),
             observed_at: t0(),
             logged_at: None,
+            written_by: None,
             payload: Payload::Log(Record {
                 message: text.into(),
                 level: None,
@@ -961,6 +972,7 @@ mod tests {
             source: Arc::from("scrape:http://127.0.0.1:8000/metrics"),
             observed_at: t0(),
             logged_at: None,
+            written_by: None,
             payload: Payload::Rate {
                 series: series.into(),
                 per_second,
@@ -1185,6 +1197,31 @@ mod tests {
             outcome.merge(d.observe(&log(MISSING_NOTES), at(60.0 + f64::from(i))));
         }
         assert_eq!(outcome.opened.len(), 1);
+    }
+
+    /// Issue 17, item 7: a file read again from its start after a deploy
+    /// (its checkpoint lost, descriptors exhausted) carried errors written long
+    /// before it, which alerted as a new incident.
+    #[test]
+    fn errors_on_disk_before_the_deploy_are_never_its_doing_however_late_read() {
+        let mut d = detector();
+        d.deploy(notes_dropped(), at(0.0));
+        let mut outcome = Outcome::default();
+        for i in 0..10 {
+            let mut old = log(MISSING_NOTES);
+            // Read now, but the file held it 22 minutes before the deploy.
+            old.written_by = Some(at(-1320.0));
+            outcome.merge(d.observe(&old, at(10.0 + f64::from(i))));
+        }
+        assert!(outcome.opened.is_empty() && outcome.correlated.is_empty());
+        // Written after the deploy: its doing.
+        for i in 0..5 {
+            let mut new = log(MISSING_NOTES);
+            new.written_by = Some(at(5.0));
+            outcome.merge(d.observe(&new, at(30.0 + f64::from(i))));
+        }
+        assert_eq!(outcome.opened.len(), 1);
+        assert_eq!(outcome.opened[0].errors, 5);
     }
 
     #[test]

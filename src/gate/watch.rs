@@ -460,6 +460,7 @@ mod tests {
             source: "file:/var/log/app.log".into(),
             observed_at: SystemTime::now(),
             logged_at: None,
+            written_by: None,
             payload: Payload::Log(Record {
                 message: text.to_string(),
                 level: None,

@@ -286,6 +286,7 @@ where
         source: "api".into(),
         observed_at: SystemTime::now(),
         logged_at: announcement.at,
+        written_by: None,
         payload: Payload::Deploy(Deploy {
             migrations: announcement.migrations,
             origin: DeployOrigin::Api,

@@ -139,6 +139,7 @@ fn deploy_event(records: &[MigrationRecord]) -> Event {
         source: SOURCE.into(),
         observed_at: SystemTime::now(),
         logged_at: records.iter().filter_map(|r| r.applied).max(),
+        written_by: None,
         payload: Payload::Deploy(Deploy {
             migrations: records
                 .iter()

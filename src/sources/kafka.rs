@@ -485,6 +485,7 @@ impl Decoder {
             source,
             observed_at: SystemTime::now(),
             logged_at: logged_at.or_else(|| timestamp_ms.and_then(time_from_millis)),
+            written_by: None,
             payload: Payload::Log(record),
         }
     }

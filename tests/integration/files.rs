@@ -710,3 +710,28 @@ fn a_file_renamed_out_of_the_glob_and_back_is_not_read_again() {
     std::thread::sleep(Duration::from_millis(500));
     assert_exactly_once(&running.stop(), 4);
 }
+
+/// Issue 17, item 7: what a file already held when the source opened it is
+/// marked as written by the file's modification time then, so a file read
+/// again from its start never passes its old errors off as new ones; what is
+/// appended afterwards is not marked.
+#[test]
+fn bytes_a_file_held_when_opened_carry_its_modification_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    fs::create_dir_all(&logs).unwrap();
+    let path = logs.join("web.log");
+    append(&path, &format!("{}\n{}\n", line(0), line(1)));
+    let held_until = fs::metadata(&path).unwrap().modified().unwrap();
+    let running = Running::start(
+        config(&logs.join("*.log"), Multiline::None),
+        &dir.path().join("state"),
+    );
+    running.wait_for("the lines it held", seen(2));
+    append(&path, &format!("{}\n", line(2)));
+    running.wait_for("the appended line", seen(3));
+    let events = running.events.lock().unwrap().clone();
+    drop(running);
+    let written_by: Vec<_> = events.iter().map(|e| e.written_by).collect();
+    assert_eq!(written_by, [Some(held_until), Some(held_until), None]);
+}

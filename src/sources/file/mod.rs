@@ -105,6 +105,9 @@ struct Tracked {
     last_growth: Instant,
     /// Whether the glob still lists it (a rotated or deleted file does not).
     in_glob: bool,
+    /// The bytes the file held when it was opened, and its modification time
+    /// then: events within them were written by that time.
+    held_at_open: (u64, Option<SystemTime>),
 }
 
 struct Tailer {
@@ -432,6 +435,7 @@ impl Tailer {
                 last_line: now,
                 last_growth: now,
                 in_glob,
+                held_at_open: (size, metadata.modified().ok()),
             },
         );
         Ok(())
@@ -473,11 +477,12 @@ impl Tailer {
         if size < t.read_at || (size != t.read_at && !t.head.matches(&mut t.file)) {
             // copytruncate (or a rewrite): the old content's last event is complete.
             tracing::info!(path = %t.path.display(), was = t.read_at, now = size, "file truncated; reading it from the start");
-            let mut emit = self.emitter(&t.source);
+            let mut emit = self.emitter(&t.source, t.held_at_open);
             t.assembler.flush(&mut emit)?;
             t.assembler.reset();
             t.partial.clear();
             t.read_at = 0;
+            t.held_at_open = (0, None);
             t.partial_start = 0;
             t.committed = 0;
             t.head = Head::read(&mut t.file, size)?;
@@ -492,7 +497,7 @@ impl Tailer {
         let limit = self.config.max_event_bytes + 1;
         let mut buffer = vec![0u8; READ_CHUNK];
         let mut total = 0usize;
-        let mut emit = self.emitter(&t.source);
+        let mut emit = self.emitter(&t.source, t.held_at_open);
         while total < READ_BURST {
             let n = t.file.read(&mut buffer)?;
             if n == 0 {
@@ -538,6 +543,7 @@ impl Tailer {
     fn emitter<'a>(
         &'a self,
         source: &'a Arc<str>,
+        (held, modified): (u64, Option<SystemTime>),
     ) -> impl FnMut(Finished<'_>) -> Result<(), Unsent> + 'a {
         move |finished: Finished<'_>| {
             let (record, logged_at) = decode_record(
@@ -552,6 +558,7 @@ impl Tailer {
                 source: source.clone(),
                 observed_at: SystemTime::now(),
                 logged_at,
+                written_by: modified.filter(|_| finished.end <= held),
                 payload: Payload::Log(record),
             };
             let sent = self.runtime.block_on(async {
@@ -584,7 +591,7 @@ impl Tailer {
                 continue;
             };
             let result = {
-                let mut emit = self.emitter(&t.source);
+                let mut emit = self.emitter(&t.source, t.held_at_open);
                 t.assembler.flush(&mut emit)
             };
             t.committed = match result {
@@ -612,7 +619,7 @@ impl Tailer {
             if let Some(mut t) = self.files.remove(&id) {
                 let flushed = {
                     let source = t.source.clone();
-                    let mut emit = self.emitter(&source);
+                    let mut emit = self.emitter(&source, t.held_at_open);
                     t.assembler.flush(&mut emit)
                 };
                 if flushed.is_err() {

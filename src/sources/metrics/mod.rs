@@ -237,6 +237,7 @@ impl Poller {
                     source: self.source.clone(),
                     observed_at,
                     logged_at: None,
+                    written_by: None,
                     payload: Payload::Rate { series, per_second },
                 };
                 tokio::select! {
