@@ -343,18 +343,23 @@ fn replay_range(
                 &label,
             );
             // As the daemon reads it: only an error's own text names objects.
-            let Some(error) = crate::detect::errors::error_text(&record) else {
-                return Ok(());
+            let (text, missing) = match crate::detect::errors::error_text(&record) {
+                Some(error) => {
+                    let missing = signatures.find(error.text.as_bytes());
+                    (error.text, missing)
+                }
+                None => (
+                    record.message.clone(),
+                    crate::detect::errors::user_pattern_matches(&record, signatures),
+                ),
             };
-            let missing = signatures.find(error.text.as_bytes());
             if missing.is_empty() {
                 return Ok(());
             }
-            let sample = error
-                .text
+            let sample = text
                 .lines()
                 .find(|line| !signatures.find(line.as_bytes()).is_empty())
-                .unwrap_or(&error.text)
+                .unwrap_or(&text)
                 .chars()
                 .take(SAMPLE_CHARS)
                 .collect();

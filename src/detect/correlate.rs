@@ -324,12 +324,17 @@ impl Detector {
     ) -> Outcome {
         // Only errors count, and only their own text names objects: a client's
         // text in a URL or a warning names nothing (see `errors`).
-        let Some(error) = errors::error_text(record) else {
-            return Outcome::default();
+        let (missing, proof) = match errors::error_text(record) {
+            Some(error) => (self.signatures.find(error.text.as_bytes()), error.proof),
+            None => {
+                let found = errors::user_pattern_matches(record, &self.signatures);
+                if found.is_empty() {
+                    return Outcome::default();
+                }
+                (found, Proof::Pattern)
+            }
         };
         let text = record.message.as_str();
-        let missing = self.signatures.find(error.text.as_bytes());
-        let proof = error.proof;
         self.count_error(at);
         let mut outcome = Outcome::default();
         for watch in &mut self.watches {

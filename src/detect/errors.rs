@@ -30,6 +30,24 @@ pub enum Proof {
     Traceback,
     /// The record's level says error; the text is the record's own.
     Level,
+    /// No level says error, but a pattern the user configured for their own
+    /// format (`detect.patterns`) names an object in it: the user's word that
+    /// such a line is an error. The built-in signatures never count here.
+    Pattern,
+}
+
+/// The user's patterns (`engine = "custom"`) that name objects in a record
+/// that is not an error by itself (see [`Proof::Pattern`]).
+pub fn user_pattern_matches(
+    record: &Record,
+    signatures: &crate::detect::Signatures,
+) -> Vec<crate::detect::Missing> {
+    if !signatures.has_user_patterns() {
+        return Vec::new();
+    }
+    let mut found = signatures.find(record.message.as_bytes());
+    found.retain(|m| m.engine == "custom");
+    found
 }
 
 /// An error record: the text its dropped-object names are read from, and why
@@ -346,6 +364,20 @@ mod tests {
         let found = error_text(&with_traceback).unwrap();
         assert_eq!(found.proof, Proof::Traceback);
         assert!(found.text.contains("shop_giftcard") && !found.text.contains("shop_note"));
+    }
+
+    #[test]
+    fn a_user_pattern_names_objects_in_a_line_without_a_level_the_built_in_ones_do_not() {
+        let patterns = [r"ObjectMissing: (?P<table>\w+)\.(?P<column>\w+)".to_string()];
+        let signatures = crate::detect::Signatures::with_patterns(&patterns).unwrap();
+        let line = text("2026-11-25T16:22:38Z app.errors.ObjectMissing: orders_order.gift_note");
+        assert_eq!(error_text(&line), None);
+        let found = user_pattern_matches(&line, &signatures);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].engine, "custom");
+        let forged = text("Not Found: /no such table: shop_giftcard");
+        assert!(user_pattern_matches(&forged, &signatures).is_empty());
+        assert!(user_pattern_matches(&line, &crate::detect::Signatures::built_in()).is_empty());
     }
 
     #[test]

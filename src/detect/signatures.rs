@@ -113,6 +113,11 @@ impl Signatures {
         Ok(signatures)
     }
 
+    /// Whether `detect.patterns` added any pattern of the user's own.
+    pub fn has_user_patterns(&self) -> bool {
+        !self.user.is_empty()
+    }
+
     pub fn built_in() -> Self {
         let signatures = BUILT_IN
             .iter()
