@@ -225,14 +225,20 @@ fn scrub(text: &str, url: &str) -> String {
     scrubbed
 }
 
-/// A database URL: its credentials (the password, in the userinfo or as a query
-/// parameter such as `?password=` or `?sslpassword=`) are masked, the rest (host,
-/// database) helps the reader check they point at the right place.
+/// A URL that may carry credentials (the password in its userinfo, or a query
+/// parameter such as `?password=` or `?sslpassword=`): they are masked, the rest
+/// (host, database, bucket) is shown, so the reader can check it points at the
+/// right place.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
-pub struct DatabaseUrl(String);
+pub struct CredentialUrl(String);
 
-impl DatabaseUrl {
+/// `database.url`.
+pub type DatabaseUrl = CredentialUrl;
+/// `vault.endpoint`, `vault.url`.
+pub type EndpointUrl = CredentialUrl;
+
+impl CredentialUrl {
     pub fn new(value: impl Into<String>) -> Self {
         Self(value.into())
     }
@@ -245,64 +251,26 @@ impl DatabaseUrl {
         mask_credentials(&self.0).unwrap_or_else(|| MASK.to_string())
     }
 
-    /// `text` (a driver's error message, say) with this URL's credentials masked.
+    /// `text` (a driver's or client library's error message, say) with this
+    /// URL's credentials masked.
     pub fn scrub(&self, text: &str) -> String {
         scrub(text, &self.0)
     }
 }
 
-impl fmt::Debug for DatabaseUrl {
+impl fmt::Debug for CredentialUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.masked())
     }
 }
 
-impl Serialize for DatabaseUrl {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.masked())
-    }
-}
-
-/// A service URL shown whole but for its credentials (`vault.endpoint`,
-/// `vault.url`): the userinfo's password, credential query parameters and the
-/// fragment are masked, as in [`DatabaseUrl`].
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct EndpointUrl(String);
-
-impl EndpointUrl {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    pub fn masked(&self) -> String {
-        mask_credentials(&self.0).unwrap_or_else(|| MASK.to_string())
-    }
-
-    /// `text` (a client library's error message, say) with this URL's
-    /// credentials masked.
-    pub fn scrub(&self, text: &str) -> String {
-        scrub(text, &self.0)
-    }
-}
-
-impl fmt::Debug for EndpointUrl {
+impl fmt::Display for CredentialUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.masked())
     }
 }
 
-impl fmt::Display for EndpointUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.masked())
-    }
-}
-
-impl Serialize for EndpointUrl {
+impl Serialize for CredentialUrl {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&self.masked())
     }
