@@ -82,6 +82,7 @@ pub async fn run(
         auto: BTreeSet::new(),
         auto_waiting: BTreeSet::new(),
         shutdown: shutdown.clone(),
+        lagging: false,
     };
     let known = task.parts.book.list();
     let watched = task.parts.store.load_watched().unwrap_or_else(|err| {
@@ -248,16 +249,25 @@ struct Task {
     /// Incidents auto mode said it waits for stronger evidence on.
     auto_waiting: BTreeSet<String>,
     shutdown: CancellationToken,
+    /// Whether `/readyz` says detection is behind its sources.
+    lagging: bool,
 }
 
 impl Task {
     /// How far behind its sources detection is, as metrics and on `/readyz`.
-    fn behind(&self, event: &Event, queued: usize) {
+    /// `/readyz` changes only when detection falls behind or catches up: this
+    /// runs for every event.
+    fn behind(&mut self, event: &Event, queued: usize) {
         let waited = event.observed_at.elapsed().unwrap_or_default();
         let stats = &self.parts.stats;
         stats.lag_seconds.set(waited.as_secs_f64());
         stats.backlog.set(i64::try_from(queued).unwrap_or(i64::MAX));
-        if waited > BEHIND {
+        let lagging = waited > BEHIND;
+        if lagging == self.lagging {
+            return;
+        }
+        self.lagging = lagging;
+        if lagging {
             self.parts.health.not_ready(format!(
                 "detection is {}s behind its sources ({queued} events queued): errors read now open incidents that late",
                 waited.as_secs()

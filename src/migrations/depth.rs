@@ -55,3 +55,23 @@ pub(crate) fn on_analysis_stack<T: Send>(
         }
     })
 }
+
+/// For tests: a tokio worker's stack, where the daemon used to analyse
+/// migrations, and a way to run work on a stack that small.
+#[cfg(test)]
+pub(crate) mod test_stack {
+    pub const WORKER_STACK: usize = 2 * 1024 * 1024;
+
+    /// Runs `work` on a thread with `stack` bytes of stack.
+    pub fn on_stack<T: Send + 'static>(
+        stack: usize,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> T {
+        std::thread::Builder::new()
+            .stack_size(stack)
+            .spawn(work)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .join()
+            .unwrap_or_else(|_| panic!("panicked"))
+    }
+}

@@ -688,6 +688,7 @@ fn natural_cmp(a: &str, b: &str) -> Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::migrations::depth::test_stack::{WORKER_STACK, on_stack};
     use proptest::prelude::*;
 
     const ALL: [Engine; 3] = [Engine::Postgres, Engine::Mysql, Engine::Sqlite];
@@ -1023,18 +1024,6 @@ mod tests {
                 format!("SELECT 1 IN {}1{}", "(1, 1 IN ".repeat(n), ")".repeat(n)),
             ),
         ]
-    }
-
-    /// A tokio worker's stack, where the daemon used to analyse migrations.
-    const WORKER_STACK: usize = 2 * 1024 * 1024;
-
-    fn on_stack<T: Send + 'static>(stack: usize, work: impl FnOnce() -> T + Send + 'static) -> T {
-        std::thread::Builder::new()
-            .stack_size(stack)
-            .spawn(work)
-            .unwrap_or_else(|e| panic!("{e}"))
-            .join()
-            .unwrap_or_else(|_| panic!("panicked"))
     }
 
     #[test]

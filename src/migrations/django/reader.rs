@@ -330,6 +330,7 @@ fn operations(ev: &Evaluator, expr: &Expr) -> Vec<OpEntry> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::migrations::depth::test_stack::{WORKER_STACK, on_stack};
 
     fn parse(src: &str) -> Result<MigrationFile, Problem> {
         parse_with(src, "auth.User")
@@ -607,19 +608,6 @@ class Migration(m.Migration):
         );
         assert!(p.is_err_and(|p| p.message.contains("no `class Migration`")));
     }
-
-    /// Runs `work` on a thread with `stack` bytes of stack.
-    fn on_stack<T: Send + 'static>(stack: usize, work: impl FnOnce() -> T + Send + 'static) -> T {
-        std::thread::Builder::new()
-            .stack_size(stack)
-            .spawn(work)
-            .unwrap_or_else(|e| panic!("{e}"))
-            .join()
-            .unwrap_or_else(|_| panic!("panicked"))
-    }
-
-    /// A tokio worker's stack, where the daemon used to read migrations.
-    const WORKER_STACK: usize = 2 * 1024 * 1024;
 
     fn module_with(statement: &str) -> String {
         format!(
